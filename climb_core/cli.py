@@ -1,0 +1,483 @@
+"""The `climb` command: parses flags into a ClimbConfig, calls the engine, prints what happened.
+
+Every stage command reads WORKSPACE/climb.toml, applies --config FILE and its flags on top, and saves
+the result back, so the workspace's config file always records how its contents were built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from climb_core.config import (ClimbConfig, ConfigError, TargetSpec, dump_toml, load_config,
+                               reference_markdown, with_overrides)
+from climb_core.stages import StageError
+from climb_core.workspace import Workspace, WorkspaceError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_EVAL = REPO_ROOT / "data" / "eval"
+
+# flag dest -> dotted config key, per command. A flag left unset does not override the config file.
+STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
+    "ingest": [
+        ("--format", "ingest.format", str, "auto, jsonl, parquet, csv, txt or hf"),
+        ("--text-field", "ingest.text_field", str, "field holding the text"),
+        ("--id-field", "ingest.id_field", str, "field holding the document id"),
+        ("--cluster-field", "ingest.cluster_field", str, "field holding a ready-made cluster (skips embed and k-means)"),
+        ("--batch-size", "ingest.batch_size", int, "records per batch"),
+    ],
+    "embed": [
+        ("--model", "embed.model", str, "sentence-transformers model name or path"),
+        ("--device", "embed.device", str, "auto, cpu or cuda"),
+        ("--embed-batch-size", "embed.batch_size", int, "documents per encoder batch"),
+        ("--max-seq-length", "embed.max_seq_length", int, "encoder tokens per document"),
+    ],
+    "cluster": [
+        ("--k", "cluster.k", int, "number of k-means clusters (0 = auto)"),
+        ("--backend", "cluster.backend", str, "auto, cuml, faiss or sklearn"),
+        ("--niter", "cluster.niter", int, "k-means iterations"),
+        ("--sample-size", "cluster.sample_size", int, "fit k-means on at most this many documents"),
+    ],
+    "refine": [
+        ("--min-size", "prune.min_size", int, "prune clusters with fewer documents"),
+        ("--min-quality", "prune.min_quality", float, "prune clusters with lower mean quality"),
+        ("--target-clusters", "merge.target_clusters", int, "merge down to this many clusters"),
+        ("--distance-threshold", "merge.distance_threshold", float, "or cut the Ward tree at this distance"),
+    ],
+    "describe": [
+        ("--n-keywords", "describe.n_keywords", int, "keywords per cluster"),
+    ],
+    "map": [
+        ("--max-points", "map.max_points", int, "documents projected to 2-D"),
+        ("--n-neighbors", "map.n_neighbors", int, "UMAP n_neighbors"),
+        ("--map-backend", "map.backend", str, "auto, cuml or umap"),
+    ],
+    "tokens": [
+        ("--vocab-size", "tokenizer.vocab_size", int, "BPE vocabulary size"),
+        ("--tokenizer", "tokenizer.path", str, "a tokenizer.json to use instead of training one"),
+    ],
+    "search": [
+        ("--strategy", "search.strategy", str, "climb, regmix, random, uniform or natural"),
+        ("--budget", "search.budget", int, "total proxy runs"),
+        ("--rounds", "search.rounds", int, "bootstrap rounds (climb)"),
+        ("--round-split", "search.round_split", str, "relative budget per round, e.g. 4,2,1"),
+        ("--executor", "search.executor", str, "local, process or ray"),
+        ("--workers", "search.workers", int, "parallel proxy runs"),
+        ("--proxy", "proxy.kind", str, "ngram (fast) or gpt"),
+        ("--tokens", "proxy.tokens", int, "training tokens per proxy"),
+        ("--proxy-device", "proxy.device", str, "auto, cpu or cuda"),
+        ("--n-layer", "proxy.n_layer", int, "GPT layers"),
+        ("--n-embd", "proxy.n_embd", int, "GPT width"),
+        ("--temperature", "mixture.temperature", float, "temperature on the token prior"),
+        ("--cap-multiple", "mixture.cap_multiple", float, "cap per cluster as a multiple of its prior"),
+    ],
+}
+SEED_FLAG = {"cluster": "cluster.seed", "map": "map.seed", "search": "search.seed", "tokens": "tokenizer.seed"}
+
+
+class CliError(RuntimeError):
+    pass
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _add_config_flags(p: argparse.ArgumentParser, stages: list[str]) -> None:
+    p.add_argument("--config", help="a TOML or YAML config file to apply on top of the workspace's climb.toml")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key (repeatable), e.g. --set cluster.niter=50")
+    for stage in stages:
+        for flag, _key, typ, help_text in STAGE_FLAGS.get(stage, []):
+            p.add_argument(flag, type=typ, default=None, help=help_text)
+        if stage in SEED_FLAG and not any(a.dest == "seed" for a in p._actions):
+            p.add_argument("--seed", type=int, default=None, help="random seed")
+
+
+def _overrides(args: argparse.Namespace, stages: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for stage in stages:
+        for flag, key, _typ, _h in STAGE_FLAGS.get(stage, []):
+            out[key] = getattr(args, _dest(flag), None)
+        if stage in SEED_FLAG and getattr(args, "seed", None) is not None:
+            out[SEED_FLAG[stage]] = args.seed
+    for item in getattr(args, "set", []) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _resolve_config(ws: Workspace, args: argparse.Namespace, stages: list[str]) -> ClimbConfig:
+    config = load_config(args.config) if getattr(args, "config", None) else ws.load_config()
+    config = with_overrides(config, _overrides(args, stages))
+    inputs = getattr(args, "input", None)
+    if inputs:
+        config.ingest.paths = [str(Path(p).resolve()) for p in inputs]
+    targets = getattr(args, "target", None)
+    if targets:
+        config.target.specs = [parse_target(t) for t in targets]
+    metric = getattr(args, "metric", None)
+    if metric:
+        for spec in config.target.specs:
+            if spec.kind == "mc":
+                spec.metric = metric
+    if config != ws.load_config():
+        ws.save_config(config)
+    return config
+
+
+def parse_target(text: str) -> TargetSpec:
+    """`arc_easy`, `mc:PATH`, `text:PATH`, `text:cluster:3`, with optional `,metric=M,weight=W,max_items=N`."""
+    head, *opts = text.split(",")
+    kind, sep, path = head.partition(":")
+    if not sep or kind not in {"mc", "text"}:
+        kind, path = "mc", head
+    if kind == "mc" and not Path(path).suffix and (BUNDLED_EVAL / f"{path}.jsonl").exists():
+        path = str(BUNDLED_EVAL / f"{path}.jsonl")
+    spec = TargetSpec(kind=kind, path=path, metric="loglik" if kind == "mc" else "neg_bpb")
+    for opt_text in opts:
+        key, _, value = opt_text.partition("=")
+        if key not in {"metric", "weight", "max_items", "name"}:
+            raise ConfigError(f"--target option {key!r} unknown (metric, weight, max_items, name)")
+        setattr(spec, key, type(getattr(spec, key))(value))
+    return spec
+
+
+def _open(path: str) -> Workspace:
+    return Workspace.open(path)
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+# --------------------------------------------------------------------------------------- commands
+def cmd_init(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else ClimbConfig()
+    if args.input:
+        config.ingest.paths = [str(Path(p).resolve()) for p in args.input]
+    config = with_overrides(config, _overrides(args, list(STAGE_FLAGS)))
+    ws = Workspace.init(args.workspace, config)
+    _print(f"workspace ready: {ws.root}\n  config: {ws.config_path}\n  next: climb run-all {args.workspace}")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from climb_core.pipeline import run_stage
+
+    ws = _open(args.workspace)
+    config = _resolve_config(ws, args, [args.command])
+    if args.command == "ingest" and not config.ingest.paths:
+        raise CliError("no input: pass --input PATH (files or folders), or set ingest.paths in climb.toml")
+    outcome = run_stage(ws, args.command, config, force=args.force, progress=not args.quiet)
+    _print(outcome.summary())
+    return 0
+
+
+def cmd_run_all(args: argparse.Namespace) -> int:
+    from climb_core.pipeline import run_all
+
+    ws = Workspace.init(args.workspace) if not (Path(args.workspace) / "climb.duckdb").exists() else _open(args.workspace)
+    config = _resolve_config(ws, args, list(STAGE_FLAGS))
+    if not config.ingest.paths:
+        raise CliError("no input: pass --input PATH (files or folders), or set ingest.paths in climb.toml")
+    run_all(ws, config, force=args.force, progress=not args.quiet, on_stage=lambda o: _print(o.summary()))
+    _print_status(ws)
+    return 0
+
+
+def _print_status(ws: Workspace) -> None:
+    from climb_core.pipeline import workspace_status
+
+    st = workspace_status(ws)
+    _print(f"\nworkspace {st['workspace']}")
+    for s in st["stages"]:
+        _print(f"  {s['stage']:<9} {s['status']:<8} {s['message'] or ''}")
+    _print(f"  documents {st['documents']}  (~{st['tokens_est']:,} tokens)   rejected {st['rejected']['total']} "
+           f"{st['rejected']['by_reason'] or ''}")
+    c = st["clusters"]
+    _print(f"  clusters: {st['base_clusters']} from k-means -> {c['active']} active, {c['pruned']} pruned, "
+           f"{c['merged']} merged away; {st['edits']} edits")
+    for row in st["active_clusters"][:25]:
+        _print(f"    #{row['cluster_id']:<5} {row['size_docs']:>7} docs  q={row['mean_quality']}  {row['label']}")
+    for s in st["searches"]:
+        _print(f"  search {s['search_id']} [{s['strategy']}] {s['status']}: {s['message'] or ''}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from climb_core.pipeline import workspace_status
+
+    ws = _open(args.workspace)
+    if args.json:
+        _print(json.dumps(workspace_status(ws), indent=2, default=str))
+    else:
+        _print_status(ws)
+    return 0
+
+
+def cmd_export_assignments(args: argparse.Namespace) -> int:
+    ws = _open(args.workspace)
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with ws.connect() as con:
+        n = con.execute("SELECT count(*) FROM doc_clusters").fetchone()[0]
+        if n == 0:
+            raise StageError(f"no cluster assignments in {ws.root}; run `climb refine` (or `climb run-all`) first")
+        con.execute(f"""
+            COPY (
+              SELECT d.doc_id, dc.cluster_id, c.label AS cluster_label, c.state AS cluster_state,
+                     a.base_cluster, m.x, m.y
+              FROM documents d
+              JOIN doc_clusters dc USING (doc_idx)
+              JOIN clusters c ON c.cluster_id = dc.cluster_id
+              LEFT JOIN assignments a USING (doc_idx)
+              LEFT JOIN map_coords m USING (doc_idx)
+              ORDER BY d.doc_idx
+            ) TO '{str(out).replace("'", "''")}' (FORMAT parquet)""")
+    _print(f"wrote {n} rows to {out}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from climb_core.pipeline import run_stage
+    from climb_core.search import create_search, run_search
+
+    ws = _open(args.workspace)
+    if args.resume:
+        from climb_core.config import config_from_dict
+
+        search_id = args.resume
+        stored = ws.scalar("SELECT config_json FROM searches WHERE search_id = ?", [search_id])
+        if stored is None:
+            raise CliError(f"no search {search_id!r} in {ws.root}; `climb runs {args.workspace}` lists them")
+        config = config_from_dict(json.loads(stored))
+        _print(f"resuming search {search_id}")
+    else:
+        config = _resolve_config(ws, args, ["search", "tokens"])
+    run_stage(ws, "tokens", config, progress=not args.quiet)
+    if not args.resume:
+        search_id = create_search(ws, config, name=args.name)
+        _print(f"search {search_id} created")
+    summary = run_search(ws, search_id, progress=not args.quiet)
+    _print(str(summary))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from climb_core.search import list_searches, search_report
+
+    ws = _open(args.workspace)
+    searches = list_searches(ws)
+    ids = [args.search] if args.search else list(searches["search_id"]) if len(searches) else []
+    if args.json:
+        _print(json.dumps([search_report(ws, sid) for sid in ids], indent=2, default=str))
+        return 0
+    if not ids:
+        _print("no searches yet: climb search WORKSPACE")
+        return 0
+    for sid in ids:
+        rep = search_report(ws, sid)
+        s = rep["search"]
+        _print(f"{sid}  [{s['strategy']}]  {s['status']}  {s.get('message') or ''}")
+        best = rep.get("best_run")
+        if best:
+            _print(f"   best trained run {best['run_id']}: score {best['score']:.4f}")
+        for r in rep.get("predictor_reports", []):
+            sp = r.get("spearman")
+            _print(f"   round {r['round']}: predictor on {r['n_train']} runs, Spearman "
+                   f"{'n/a' if sp is None else f'{sp:.3f}'}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from climb_core.search import cancel_search
+
+    cancel_search(_open(args.workspace), args.search_id)
+    _print(f"asked search {args.search_id} to stop after its current run; resume with "
+           f"`climb search {args.workspace} --resume {args.search_id}`")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from climb_core.export import export_search
+
+    ws = _open(args.workspace)
+    manifest = export_search(ws, args.run, Path(args.out), tokens=args.tokens, config=ws.load_config())
+    _print(json.dumps({k: v for k, v in manifest.items() if k in {"search_id", "n_docs", "n_tokens", "files", "out_dir"}},
+                      indent=2, default=str))
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from climb_core import refine
+
+    ws = _open(args.workspace)
+    op = args.op
+    if op == "rename":
+        refine.rename_cluster(ws, args.cluster, args.label)
+        _print(f"cluster {args.cluster} renamed to {args.label!r}")
+    elif op == "prune":
+        refine.prune_clusters(ws, args.clusters, reason=args.reason)
+        _print(f"pruned {args.clusters}")
+    elif op == "restore":
+        refine.restore_clusters(ws, args.clusters)
+        _print(f"restored {args.clusters}")
+    elif op == "merge":
+        new_id = refine.merge_clusters(ws, args.clusters, label=args.label)
+        _print(f"merged {args.clusters} into cluster {new_id}")
+    elif op == "split":
+        new_ids = refine.split_cluster(ws, args.cluster, args.k, seed=args.seed)
+        _print(f"split cluster {args.cluster} into {new_ids}")
+    elif op == "undo":
+        undone = refine.undo(ws)
+        _print("nothing to undo" if undone is None else f"undid edit {undone.get('edit_id')}: {undone.get('op')}")
+    elif op == "log":
+        _print(refine.list_edits(ws).to_string(index=False))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    ws = _open(args.workspace)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "app.py"),
+           "--server.address", args.host, "--server.port", str(args.port),
+           "--server.headless", "true" if args.no_browser else "false",
+           "--browser.gatherUsageStats", "false", "--", "--workspace", str(ws.root)]
+    _print(f"CLIMB Studio on http://{args.host}:{args.port}  (workspace {ws.root}; Ctrl-C to stop)")
+    env = {**os.environ, "CLIMB_WORKSPACE": str(ws.root)}
+    return subprocess.call(cmd, env=env)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.reference:
+        _print(reference_markdown())
+    else:
+        _print(dump_toml(ClimbConfig(), with_docs=True))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="climb", description="CLIMB Studio: cluster a corpus and search its data mixture.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a workspace folder")
+    p.add_argument("workspace")
+    p.add_argument("--input", nargs="+", help="input files or folders")
+    _add_config_flags(p, list(STAGE_FLAGS))
+    p.set_defaults(fn=cmd_init)
+
+    stage_help = {"ingest": "read the corpus: documents, statistics, quality, rejected records",
+                  "embed": "embed every document (resumable shards)", "cluster": "k-means the embeddings",
+                  "refine": "prune low-quality clusters and merge near-duplicates (resets edits)",
+                  "describe": "keywords, representatives and labels per cluster", "map": "2-D UMAP of the embeddings",
+                  "tokens": "train the tokenizer and tokenise each active cluster"}
+    for stage, help_text in stage_help.items():
+        p = sub.add_parser(stage, help=help_text)
+        p.add_argument("workspace")
+        if stage == "ingest":
+            p.add_argument("--input", nargs="+", help="input files or folders (replaces ingest.paths)")
+        p.add_argument("--force", action="store_true", help="run even if up to date")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        _add_config_flags(p, [stage])
+        p.set_defaults(fn=cmd_stage)
+
+    p = sub.add_parser("run-all", help="run ingest, embed, cluster, refine, describe, map in order")
+    p.add_argument("workspace")
+    p.add_argument("--input", nargs="+", help="input files or folders")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    _add_config_flags(p, ["ingest", "embed", "cluster", "refine", "describe", "map"])
+    p.set_defaults(fn=cmd_run_all)
+
+    p = sub.add_parser("status", help="stages, counts and clusters of a workspace")
+    p.add_argument("workspace")
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("export-assignments", help="one row per document: id, final cluster and label, map coordinates")
+    p.add_argument("workspace")
+    p.add_argument("--out", required=True, help="a .parquet file")
+    p.set_defaults(fn=cmd_export_assignments)
+
+    p = sub.add_parser("search", help="search the mixture (stop any time; continue with --resume)")
+    p.add_argument("workspace")
+    p.add_argument("--target", action="append", help="target: arc_easy, piqa, hellaswag, winogrande, mc:PATH, "
+                   "text:PATH or text:cluster:ID; options ,metric=M,weight=W,max_items=N (repeatable)")
+    p.add_argument("--metric", help="metric for every multiple-choice target: acc, acc_norm or loglik")
+    p.add_argument("--name", help="a name for the search")
+    p.add_argument("--resume", metavar="SEARCH_ID", help="continue a stopped or killed search")
+    p.add_argument("--quiet", action="store_true")
+    _add_config_flags(p, ["search", "tokens"])
+    p.set_defaults(fn=cmd_search)
+
+    p = sub.add_parser("runs", help="list searches and their proxy runs")
+    p.add_argument("workspace")
+    p.add_argument("--search", help="only this search")
+    p.add_argument("--json", action="store_true", help="every proxy run of every round, machine-readable")
+    p.set_defaults(fn=cmd_runs)
+
+    p = sub.add_parser("cancel", help="stop a running search after its current proxy run")
+    p.add_argument("workspace")
+    p.add_argument("search_id")
+    p.set_defaults(fn=cmd_cancel)
+
+    p = sub.add_parser("export", help="write a search's mixture and a dataset sampled by it")
+    p.add_argument("workspace")
+    p.add_argument("--run", required=True, metavar="SEARCH_ID", help="the search whose final mixture to export")
+    p.add_argument("--tokens", type=int, default=None, help="tokens in the sampled dataset")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("edit", help="rename, prune, restore, merge, split clusters; undo; log")
+    p.add_argument("workspace")
+    esub = p.add_subparsers(dest="op", required=True)
+    e = esub.add_parser("rename"); e.add_argument("cluster", type=int); e.add_argument("label")
+    e = esub.add_parser("prune"); e.add_argument("clusters", type=int, nargs="+"); e.add_argument("--reason", default="pruned by user")
+    e = esub.add_parser("restore"); e.add_argument("clusters", type=int, nargs="+")
+    e = esub.add_parser("merge"); e.add_argument("clusters", type=int, nargs="+"); e.add_argument("--label")
+    e = esub.add_parser("split"); e.add_argument("cluster", type=int); e.add_argument("k", type=int); e.add_argument("--seed", type=int, default=0)
+    esub.add_parser("undo")
+    esub.add_parser("log")
+    p.set_defaults(fn=cmd_edit)
+
+    p = sub.add_parser("dashboard", help="open the Streamlit dashboard on this workspace")
+    p.add_argument("workspace")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.set_defaults(fn=cmd_dashboard)
+
+    p = sub.add_parser("config", help="print the default config with every key documented")
+    p.add_argument("--reference", action="store_true", help="as a Markdown table")
+    p.set_defaults(fn=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished steps are saved; run the same command again to continue", file=sys.stderr)
+        return 130
+    except (ConfigError, StageError, WorkspaceError, CliError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - engine errors with a user-facing message
+        if type(err).__name__.endswith("Error") and type(err).__module__.startswith("climb_core"):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
