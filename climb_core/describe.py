@@ -1,0 +1,233 @@
+"""Keywords, labels and representative documents of clusters.
+
+Keywords are class-based TF-IDF (c-TF-IDF, as in BERTopic): each cluster's sampled documents are
+joined into one "class document", and a term scores high when it is frequent in that class and rare
+across classes. Every cluster that holds documents (active or pruned) is a class, so describing one
+new cluster after an edit scores its terms against the same background as the describe stage.
+Representatives are the documents nearest the cluster's centroid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from climb_core import stages
+from climb_core.config import ClimbConfig, DescribeConfig
+from climb_core.stages import StageError, StageOutcome
+from climb_core.workspace import Workspace
+
+# Words of two or more letters: numbers, years and case citations say little about a topic.
+TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
+# Clusters vectorised together; bounds the text held in memory at once.
+CLASS_CHUNK = 64
+# Document rows scored against their centroid per batch.
+ROW_BATCH = 100_000
+
+
+def load_embeddings_or_none(ws: Workspace) -> np.ndarray | None:
+    """The embedding matrix (row = doc_idx), or None when the workspace has none covering every document
+    (a pre-clustered corpus skips the embed stage)."""
+    try:
+        from climb_core.embed import embeddings_available, load_embeddings
+    except ImportError:
+        return None
+    return load_embeddings(ws) if embeddings_available(ws) else None
+
+
+def _doc_holding_ids(con) -> list[int]:
+    return [r[0] for r in con.execute(
+        "SELECT DISTINCT cluster_id FROM doc_clusters ORDER BY cluster_id").fetchall()]
+
+
+def _class_counts(con, class_ids: list[int], max_docs: int, progress: bool = False):
+    """Term counts per class (rows in class_ids order) and the vocabulary, vectorised in chunks."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import CountVectorizer
+    from tqdm import tqdm
+
+    vocab: dict[str, int] = {}
+    rows, cols, vals = [], [], []
+    for start in tqdm(range(0, len(class_ids), CLASS_CHUNK), desc="keywords", unit="chunk", disable=not progress):
+        chunk = class_ids[start:start + CLASS_CHUNK]
+        texts = con.execute("""
+            SELECT k.cluster_id, coalesce(t.text, '') AS text
+            FROM (SELECT unnest(?::INTEGER[]) AS cluster_id) k LEFT JOIN (
+                SELECT cluster_id, string_agg(text, ' ') AS text FROM (
+                    SELECT dc.cluster_id, d.text,
+                           row_number() OVER (PARTITION BY dc.cluster_id ORDER BY hash(dc.doc_idx), dc.doc_idx) AS rn
+                    FROM doc_clusters dc JOIN documents d USING (doc_idx)
+                    WHERE dc.cluster_id IN (SELECT unnest(?::INTEGER[])))
+                WHERE rn <= ? GROUP BY cluster_id) t USING (cluster_id)
+            ORDER BY list_position(?::INTEGER[], k.cluster_id)""", [chunk, chunk, max_docs, chunk]).df()
+        vec = CountVectorizer(stop_words="english", token_pattern=TOKEN_PATTERN, lowercase=True)
+        try:
+            counts = vec.fit_transform(texts["text"].tolist()).tocoo()
+        except ValueError:  # every class in the chunk is empty or stop words only
+            continue
+        local = vec.get_feature_names_out()
+        remap = np.array([vocab.setdefault(w, len(vocab)) for w in local], dtype=np.int64)
+        rows.append(counts.row + start)
+        cols.append(remap[counts.col])
+        vals.append(counts.data)
+    if not vocab:
+        return sparse.csr_matrix((len(class_ids), 0)), np.array([], dtype=object)
+    matrix = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                               shape=(len(class_ids), len(vocab)), dtype=np.float64)
+    words = np.empty(len(vocab), dtype=object)
+    for w, i in vocab.items():
+        words[i] = w
+    return matrix, words
+
+
+def ctfidf_keywords(counts, words: np.ndarray, n_keywords: int) -> list[list[str]]:
+    """Top terms per class by c-TF-IDF: tf (per-class share) x log(1 + mean class length / term frequency)."""
+    from scipy import sparse
+
+    row_sum = np.asarray(counts.sum(axis=1)).ravel()
+    term_freq = np.asarray(counts.sum(axis=0)).ravel()
+    if counts.shape[1] == 0:
+        return [[] for _ in range(counts.shape[0])]
+    avg_len = row_sum.mean()
+    idf = np.log1p(avg_len / np.maximum(term_freq, 1))
+    tf = sparse.diags(1.0 / np.maximum(row_sum, 1)) @ counts
+    scores = (tf @ sparse.diags(idf)).tocsr()
+    out = []
+    for i in range(scores.shape[0]):
+        row = scores.getrow(i)
+        # Sort by score, then word, so ties do not depend on vocabulary order.
+        order = np.lexsort((words[row.indices].astype(str), -row.data))[:n_keywords]
+        out.append([str(words[row.indices[j]]) for j in order])
+    return out
+
+
+def _write_keywords(con, cfg: DescribeConfig, cluster_ids: list[int], progress: bool) -> pd.DataFrame:
+    class_ids = sorted(set(_doc_holding_ids(con)) | set(cluster_ids))
+    counts, words = _class_counts(con, class_ids, cfg.max_docs_per_cluster, progress)
+    keywords = ctfidf_keywords(counts, words, cfg.n_keywords)
+    pos = {c: i for i, c in enumerate(class_ids)}
+    kw = pd.DataFrame({"cluster_id": cluster_ids, "keywords": [keywords[pos[c]] for c in cluster_ids]})
+    kw["auto_label"] = [" / ".join(k[:cfg.label_words]) if k else None for k in kw["keywords"]]
+    con.register("kw_df", kw)
+    con.execute("""
+        UPDATE clusters SET keywords = k.keywords, auto_label = k.auto_label,
+            label = CASE WHEN clusters.label_source = 'user' THEN clusters.label ELSE k.auto_label END,
+            label_source = CASE WHEN clusters.label_source = 'user' THEN 'user' ELSE 'auto' END
+        FROM kw_df k WHERE clusters.cluster_id = k.cluster_id""")
+    con.unregister("kw_df")
+    return kw
+
+
+def _nearest_by_embedding(con, emb: np.ndarray, cluster_ids: list[int], n: int) -> pd.DataFrame:
+    docs = con.execute(
+        "SELECT doc_idx, cluster_id FROM doc_clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))",
+        [cluster_ids]).df()
+    cents = con.execute(
+        "SELECT cluster_id, centroid FROM clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))",
+        [cluster_ids]).df()
+    if docs.empty:
+        return pd.DataFrame(columns=["cluster_id", "rank", "doc_idx", "distance"])
+    centroid = {}
+    for cid, vec in zip(cents["cluster_id"], cents["centroid"]):
+        if not isinstance(vec, (list, tuple, np.ndarray)) or len(vec) == 0:
+            # No stored centroid: the mean of the cluster's own documents stands in.
+            members = docs.loc[docs["cluster_id"] == cid, "doc_idx"].to_numpy()
+            vec = np.asarray(emb[members], dtype=np.float32).mean(axis=0) if len(members) else None
+        if vec is not None:
+            v = np.asarray(vec, dtype=np.float32)
+            centroid[cid] = v / max(float(np.linalg.norm(v)), 1e-12)
+    docs = docs[docs["cluster_id"].isin(list(centroid))].reset_index(drop=True)
+    ids = sorted(centroid)
+    cmat = np.stack([centroid[c] for c in ids])
+    row_of = pd.Series(np.arange(len(ids)), index=ids)
+    dist = np.empty(len(docs), dtype=np.float32)
+    doc_idx = docs["doc_idx"].to_numpy()
+    crow = row_of.loc[docs["cluster_id"]].to_numpy()
+    for s in range(0, len(docs), ROW_BATCH):
+        e = np.asarray(emb[doc_idx[s:s + ROW_BATCH]], dtype=np.float32)
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        dist[s:s + ROW_BATCH] = 1.0 - np.einsum("ij,ij->i", e, cmat[crow[s:s + ROW_BATCH]])
+    docs["distance"] = dist
+    top = docs.sort_values(["cluster_id", "distance", "doc_idx"]).groupby("cluster_id").head(n).copy()
+    top["rank"] = top.groupby("cluster_id").cumcount()
+    return top[["cluster_id", "rank", "doc_idx", "distance"]]
+
+
+def _write_representatives(con, cfg: DescribeConfig, cluster_ids: list[int], emb: np.ndarray | None) -> int:
+    con.execute("DELETE FROM representatives WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))", [cluster_ids])
+    if emb is not None:
+        reps = _nearest_by_embedding(con, emb, cluster_ids, cfg.n_representatives)
+        con.register("reps_df", reps)
+        con.execute("INSERT INTO representatives SELECT cluster_id, rank, doc_idx, distance FROM reps_df")
+        con.unregister("reps_df")
+    else:
+        # Without embeddings, the k-means distance to the document's base centroid is the best proxy.
+        con.execute("""
+            INSERT INTO representatives
+            SELECT cluster_id, rn - 1, doc_idx, distance FROM (
+                SELECT dc.cluster_id, dc.doc_idx, a.distance,
+                       row_number() OVER (PARTITION BY dc.cluster_id ORDER BY a.distance NULLS LAST, dc.doc_idx) AS rn
+                FROM doc_clusters dc LEFT JOIN assignments a USING (doc_idx)
+                WHERE dc.cluster_id IN (SELECT unnest(?::INTEGER[])))
+            WHERE rn <= ?""", [cluster_ids, cfg.n_representatives])
+    return int(con.execute("SELECT count(*) FROM representatives WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))",
+                           [cluster_ids]).fetchall()[0][0])
+
+
+def describe_clusters(ws: Workspace, config: ClimbConfig, cluster_ids: list[int] | None = None, *,
+                      con=None, embeddings: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
+    """Keywords, automatic label and representatives for the given clusters (default: every active one).
+
+    Pass `con` to make the writes part of the caller's transaction (the edit API does). Returns the
+    clusters described with their keywords and auto_label.
+    """
+    emb = embeddings if embeddings is not None else load_embeddings_or_none(ws)
+    if con is None:
+        with ws.connect() as c:
+            c.begin()
+            try:
+                out = describe_clusters(ws, config, cluster_ids, con=c, embeddings=emb, progress=progress)
+                c.commit()
+            except BaseException:
+                c.rollback()
+                raise
+        return out
+    if cluster_ids is None:
+        cluster_ids = [r[0] for r in con.execute(
+            "SELECT cluster_id FROM clusters WHERE state = 'active' ORDER BY cluster_id").fetchall()]
+    cluster_ids = sorted({int(c) for c in cluster_ids})
+    if not cluster_ids:
+        return pd.DataFrame(columns=["cluster_id", "keywords", "auto_label"])
+    kw = _write_keywords(con, config.describe, cluster_ids, progress)
+    _write_representatives(con, config.describe, cluster_ids, emb)
+    return kw
+
+
+def _edit_state(ws: Workspace) -> list[int]:
+    with ws.connect() as con:
+        row = con.execute(
+            "SELECT count(*), coalesce(max(edit_id), 0), count(*) FILTER (WHERE undone) FROM edits").fetchall()[0]
+    return [int(v) for v in row]
+
+
+def run_describe(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> StageOutcome:
+    """Describe every cluster that holds documents (active and pruned), so the dashboard can show why."""
+    cfg = config.section_dict("describe")
+    # Edits change clusters without changing refine's fingerprint; the edit log's state covers them.
+    fp = stages.fingerprint(ws, "describe", cfg, {"edits": _edit_state(ws)})
+    if not force and stages.is_current(ws, "describe", fp):
+        return StageOutcome("describe", skipped=True)
+    with ws.connect() as con:
+        ids = [r[0] for r in con.execute(
+            "SELECT cluster_id FROM clusters WHERE state IN ('active', 'pruned') ORDER BY cluster_id").fetchall()]
+    if not ids:
+        raise StageError(f"no clusters to describe in {ws.root}; run `climb refine {ws.root}` first")
+    with stages.run_stage(ws, "describe", cfg, fp) as run:
+        kw = describe_clusters(ws, config, ids, progress=progress)
+        with ws.connect() as con:
+            n_reps = int(con.execute("SELECT count(*) FROM representatives").fetchall()[0][0])
+        run.rows_in = len(ids)
+        run.rows_out = len(kw)
+        run.message = (f"{len(kw)} clusters described, {int(kw['keywords'].map(bool).sum())} with keywords, "
+                       f"{n_reps} representatives")
+    return StageOutcome("describe", skipped=False, rows_in=run.rows_in, rows_out=run.rows_out, message=run.message)

@@ -1,0 +1,506 @@
+"""The refine stage (prune, then Ward-merge, the k-means clusters) and the edit API behind it.
+
+Every change to the refined clusters, the stage's own automatic prunes and merges included, goes
+through one edit function. Each edit is one transaction that appends a row to `edits`, snapshots
+the prior row of every cluster it touches (with its representatives) in `edit_cluster_before`, and
+records each document it moves in `edit_doc_moves`. `undo` replays that record backwards, so any
+edit, automatic or not, can be reverted exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from climb_core import stages
+from climb_core.config import ClimbConfig
+from climb_core.stages import StageError, StageOutcome
+from climb_core.workspace import Workspace
+
+REFINED_TABLES = ["clusters", "doc_clusters", "cluster_edges", "edits", "edit_cluster_before",
+                  "edit_doc_moves", "representatives"]
+REP_JSON_TYPE = '[{"rank": "INTEGER", "doc_idx": "BIGINT", "distance": "FLOAT"}]'
+
+
+class ClusterEditError(ValueError):
+    """An edit that cannot be applied: unknown cluster, wrong state, bad label or k."""
+
+
+# ------------------------------------------------------------------------------------------ reads
+def active_clusters(ws: Workspace) -> pd.DataFrame:
+    """Active clusters, largest first (centroid left out)."""
+    return ws.query_df("SELECT * EXCLUDE (centroid) FROM clusters WHERE state = 'active' "
+                       "ORDER BY size_docs DESC, cluster_id")
+
+
+def cluster_lineage(ws: Workspace) -> pd.DataFrame:
+    """For each cluster holding documents, the k-means base clusters they came from and how many."""
+    return ws.query_df("""
+        SELECT dc.cluster_id, a.base_cluster, count(*) AS n_docs
+        FROM doc_clusters dc JOIN assignments a USING (doc_idx)
+        GROUP BY ALL ORDER BY dc.cluster_id, a.base_cluster""")
+
+
+def list_edits(ws: Workspace) -> pd.DataFrame:
+    return ws.query_df("SELECT edit_id, ts, op, args_json, source, undone, undone_at, summary "
+                       "FROM edits ORDER BY edit_id")
+
+
+# --------------------------------------------------------------------------------- edit machinery
+@dataclass
+class _Edit:
+    con: object
+    edit_id: int
+    summary: str = ""
+
+    def snapshot(self, existing: list[int], new: list[int] = ()) -> None:
+        """Record the prior rows (and representatives) of `existing`, and that `new` did not exist."""
+        self.con.execute("""
+            INSERT INTO edit_cluster_before
+            SELECT ?, c.cluster_id, TRUE, json_merge_patch(to_json(c), json_object('representatives',
+                (SELECT to_json(list(r ORDER BY r.rank)) FROM representatives r WHERE r.cluster_id = c.cluster_id)))
+            FROM clusters c WHERE c.cluster_id IN (SELECT unnest(?::INTEGER[]))""", [self.edit_id, list(existing)])
+        if new:
+            self.con.execute("INSERT INTO edit_cluster_before SELECT ?, unnest(?::INTEGER[]), FALSE, NULL",
+                             [self.edit_id, list(new)])
+
+    def move_docs(self, moves_sql: str, params: list) -> None:
+        """Move documents to new clusters; `moves_sql` selects (doc_idx, to_cluster)."""
+        self.con.execute(f"""
+            INSERT INTO edit_doc_moves
+            SELECT ?, dc.doc_idx, dc.cluster_id, m.to_cluster
+            FROM doc_clusters dc JOIN ({moves_sql}) m USING (doc_idx)
+            WHERE dc.cluster_id IS DISTINCT FROM m.to_cluster""", [self.edit_id, *params])
+        self.con.execute("""
+            UPDATE doc_clusters SET cluster_id = m.to_cluster FROM edit_doc_moves m
+            WHERE m.edit_id = ? AND doc_clusters.doc_idx = m.doc_idx""", [self.edit_id])
+
+    def edges(self, parents: list[int], child: int, op: str) -> None:
+        self.con.execute("INSERT INTO cluster_edges SELECT unnest(?::INTEGER[]), ?, ?, ?",
+                         [list(parents), child, op, self.edit_id])
+
+
+@contextlib.contextmanager
+def _edit(ws: Workspace, op: str, args: dict, source: str) -> Iterator[_Edit]:
+    with ws.connect() as con:
+        con.begin()
+        try:
+            edit_id = int(con.execute("SELECT coalesce(max(edit_id), 0) + 1 FROM edits").fetchall()[0][0])
+            ed = _Edit(con, edit_id)
+            yield ed
+            con.execute("INSERT INTO edits (edit_id, ts, op, args_json, source, undone, summary) "
+                        "VALUES (?, ?, ?, ?, ?, FALSE, ?)",
+                        [edit_id, dt.datetime.now(), op, json.dumps(args, default=int), source, ed.summary])
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+
+
+def _clusters(con, ids: list[int]) -> pd.DataFrame:
+    """Rows of the given clusters (in the given order); unknown ids raise."""
+    ids = [int(i) for i in ids]
+    df = con.execute("SELECT * FROM clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))", [ids]).df()
+    missing = sorted(set(ids) - set(df["cluster_id"].tolist()))
+    if missing:
+        raise ClusterEditError(f"unknown cluster id(s) {missing}")
+    return df.set_index("cluster_id").loc[ids].reset_index()
+
+
+def _require_state(rows: pd.DataFrame, allowed: set[str], action: str) -> None:
+    bad = rows[~rows["state"].isin(allowed)]
+    if len(bad):
+        desc = ", ".join(f"#{c} is {s}" for c, s in zip(bad["cluster_id"], bad["state"]))
+        raise ClusterEditError(f"cannot {action}: {desc} (only {'/'.join(sorted(allowed))} clusters can be)")
+
+
+def _next_id(con) -> int:
+    return int(con.execute("SELECT coalesce(max(cluster_id), -1) + 1 FROM clusters").fetchall()[0][0])
+
+
+def _clean_label(label: str | None) -> str | None:
+    if label is None:
+        return None
+    if not str(label).strip():
+        raise ClusterEditError("a cluster label cannot be empty")
+    return str(label).strip()
+
+
+def _refresh_stats(con, ids: list[int]) -> None:
+    """Recompute size, tokens and mean quality of these clusters from their current documents."""
+    con.execute("""
+        UPDATE clusters SET size_docs = s.n, size_tokens = s.tokens, mean_quality = s.quality
+        FROM (SELECT dc.cluster_id, count(*) AS n, coalesce(sum(ds.n_tokens_est), 0) AS tokens, avg(ds.quality) AS quality
+              FROM doc_clusters dc LEFT JOIN doc_stats ds USING (doc_idx)
+              WHERE dc.cluster_id IN (SELECT unnest(?::INTEGER[])) GROUP BY dc.cluster_id) s
+        WHERE clusters.cluster_id = s.cluster_id""", [list(ids)])
+
+
+def _is_vector(v) -> bool:
+    """True for a stored list value; pandas gives None, NaN or NA for SQL NULL."""
+    return isinstance(v, (list, tuple, np.ndarray)) and len(v) > 0
+
+
+def _unit(vec: np.ndarray) -> list[float]:
+    vec = np.asarray(vec, dtype=np.float32)
+    return (vec / max(float(np.linalg.norm(vec)), 1e-12)).astype(np.float32).tolist()
+
+
+def _doc_centroids(con, emb: np.ndarray | None, ids: list[int]) -> dict[int, list[float]]:
+    """Normalised mean embedding of each cluster's current documents (empty when no embeddings)."""
+    if emb is None or not ids:
+        return {}
+    docs = con.execute("SELECT doc_idx, cluster_id FROM doc_clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))",
+                       [list(ids)]).df()
+    return {int(c): _unit(np.asarray(emb[g["doc_idx"].to_numpy()], dtype=np.float32).mean(axis=0))
+            for c, g in docs.groupby("cluster_id")}
+
+
+def _set_centroids(con, centroids: dict[int, list[float]]) -> None:
+    if not centroids:
+        return
+    df = pd.DataFrame({"cluster_id": list(centroids), "centroid": list(centroids.values())})
+    con.register("cent_df", df)
+    con.execute("UPDATE clusters SET centroid = c.centroid::FLOAT[] FROM cent_df c WHERE clusters.cluster_id = c.cluster_id")
+    con.unregister("cent_df")
+
+
+def _insert_cluster(con, row: dict) -> None:
+    df = pd.DataFrame([row])
+    con.register("new_cluster_df", df)
+    casts = {"parent_ids": "INTEGER[]", "centroid": "FLOAT[]", "keywords": "VARCHAR[]"}
+    cols = ", ".join(f"{c}::{casts[c]} AS {c}" if c in casts else c for c in df.columns)
+    con.execute(f"INSERT INTO clusters BY NAME SELECT {cols} FROM new_cluster_df")
+    con.unregister("new_cluster_df")
+
+
+def _describe(ws: Workspace, con, config: ClimbConfig | None, ids: list[int], emb=None) -> None:
+    from climb_core.describe import describe_clusters
+
+    describe_clusters(ws, config or ws.load_config(), ids, con=con, embeddings=emb)
+
+
+def _embeddings(ws: Workspace):
+    from climb_core.describe import load_embeddings_or_none
+
+    return load_embeddings_or_none(ws)
+
+
+# ------------------------------------------------------------------------------------- edit API
+def rename_cluster(ws: Workspace, cluster_id: int, label: str, *, source: str = "user") -> int:
+    label = _clean_label(label)
+    if label is None:
+        raise ClusterEditError("a cluster label cannot be empty")
+    with _edit(ws, "rename", {"cluster_id": cluster_id, "label": label}, source) as ed:
+        old = _clusters(ed.con, [cluster_id]).iloc[0]
+        ed.snapshot([cluster_id])
+        ed.con.execute("UPDATE clusters SET label = ?, label_source = 'user' WHERE cluster_id = ?", [label, cluster_id])
+        ed.summary = f"renamed #{cluster_id} from {old['label']!r} to {label!r}"
+        return ed.edit_id
+
+
+def _prune(ws: Workspace, reasons: dict[int, str], source: str) -> int:
+    ids = [int(c) for c in reasons]
+    if not ids:
+        raise ClusterEditError("no clusters given to prune")
+    with _edit(ws, "prune", {"cluster_ids": ids, "reasons": {str(k): v for k, v in reasons.items()}}, source) as ed:
+        _require_state(_clusters(ed.con, ids), {"active"}, "prune")
+        ed.snapshot(ids)
+        df = pd.DataFrame({"cluster_id": ids, "reason": [reasons[c] for c in ids]})
+        ed.con.register("prune_df", df)
+        ed.con.execute("UPDATE clusters SET state = 'pruned', reason = p.reason FROM prune_df p "
+                       "WHERE clusters.cluster_id = p.cluster_id")
+        ed.con.unregister("prune_df")
+        ed.summary = f"pruned {len(ids)} cluster(s) {ids}" + (f": {reasons[ids[0]]}" if len(ids) == 1 else "")
+        return ed.edit_id
+
+
+def prune_clusters(ws: Workspace, cluster_ids: list[int], reason: str = "pruned by user", *, source: str = "user") -> int:
+    """Mark clusters pruned (left out of the mixture); their documents stay with them, restorable."""
+    return _prune(ws, {int(c): reason for c in dict.fromkeys(cluster_ids)}, source)
+
+
+def restore_clusters(ws: Workspace, cluster_ids: list[int], *, source: str = "user") -> int:
+    ids = [int(c) for c in dict.fromkeys(cluster_ids)]
+    if not ids:
+        raise ClusterEditError("no clusters given to restore")
+    with _edit(ws, "restore", {"cluster_ids": ids}, source) as ed:
+        _require_state(_clusters(ed.con, ids), {"pruned"}, "restore")
+        ed.snapshot(ids)
+        ed.con.execute("UPDATE clusters SET state = 'active', reason = NULL "
+                       "WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))", [ids])
+        ed.summary = f"restored {len(ids)} cluster(s) {ids}"
+        return ed.edit_id
+
+
+def merge_clusters(ws: Workspace, cluster_ids: list[int], label: str | None = None, *, source: str = "user",
+                   config: ClimbConfig | None = None, describe: bool = True) -> int:
+    """Merge active clusters into a new one and return its id; user labels of members are kept.
+
+    `describe=False` leaves keywords and the automatic label to a later describe (the refine stage
+    merges many groups and describes once)."""
+    ids = [int(c) for c in dict.fromkeys(cluster_ids)]
+    label = _clean_label(label)
+    if len(ids) < 2:
+        raise ClusterEditError(f"merging needs at least 2 distinct clusters, got {ids}")
+    with _edit(ws, "merge", {"cluster_ids": ids, "label": label}, source) as ed:
+        con = ed.con
+        rows = _clusters(con, ids)
+        _require_state(rows, {"active"}, "merge")
+        new_id = _next_id(con)
+        ed.snapshot(ids, [new_id])
+        user_labels = [str(x) for x, s in zip(rows["label"], rows["label_source"]) if s == "user" and x]
+        if label is None and user_labels:
+            label = " + ".join(user_labels)
+        centroid = None
+        if rows["centroid"].map(_is_vector).all():
+            weights = rows["size_docs"].fillna(0).to_numpy(dtype=np.float64)
+            weights = weights if weights.sum() > 0 else np.ones(len(rows))
+            centroid = _unit(np.average(np.stack([np.asarray(v, dtype=np.float64) for v in rows["centroid"]]),
+                                        axis=0, weights=weights))
+        _insert_cluster(con, {"cluster_id": new_id, "label": label, "label_source": "user" if label else "auto",
+                              "state": "active", "parent_ids": ids, "created_edit": ed.edit_id, "centroid": centroid})
+        ed.move_docs("SELECT doc_idx, ?::INTEGER AS to_cluster FROM doc_clusters "
+                     "WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))", [new_id, ids])
+        _refresh_stats(con, [new_id])
+        con.execute("UPDATE clusters SET state = 'merged', merged_into = ? WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))",
+                    [new_id, ids])
+        ed.edges(ids, new_id, "merge")
+        if describe:
+            _describe(ws, con, config, [new_id])
+        ed.summary = f"merged {ids} into #{new_id}" + (f" ({label!r})" if label else "")
+        return new_id
+
+
+def _kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    try:
+        from climb_core.cluster import assign, kmeans_fit
+    except ImportError:
+        from sklearn.cluster import KMeans
+
+        return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(x)
+    labels, _ = assign(x, kmeans_fit(x, k, seed=seed))
+    return labels
+
+
+def split_cluster(ws: Workspace, cluster_id: int, k: int, *, seed: int = 0, source: str = "user",
+                  config: ClimbConfig | None = None) -> list[int]:
+    """Re-cluster one active cluster's documents into k children (k-means on their embeddings)."""
+    emb = _embeddings(ws)
+    if emb is None:
+        raise ClusterEditError(f"splitting needs document embeddings and {ws.embeddings_dir} has none; run `climb embed`")
+    k = int(k)
+    with _edit(ws, "split", {"cluster_id": cluster_id, "k": k, "seed": seed}, source) as ed:
+        con = ed.con
+        _require_state(_clusters(con, [cluster_id]), {"active"}, "split")
+        docs = con.execute("SELECT doc_idx FROM doc_clusters WHERE cluster_id = ? ORDER BY doc_idx",
+                           [cluster_id]).df()["doc_idx"].to_numpy()
+        if k < 2 or k > len(docs):
+            raise ClusterEditError(f"cannot split #{cluster_id} into k={k}: k must be between 2 and its {len(docs)} documents")
+        labels = _kmeans_labels(np.asarray(emb[docs], dtype=np.float32), k, seed)
+        used = np.unique(labels)  # k-means may leave a cluster empty on duplicate points
+        first = _next_id(con)
+        child_of = {int(lab): first + i for i, lab in enumerate(used)}
+        children = list(child_of.values())
+        ed.snapshot([cluster_id], children)
+        for child in children:
+            _insert_cluster(con, {"cluster_id": child, "label_source": "auto", "state": "active",
+                                  "parent_ids": [cluster_id], "created_edit": ed.edit_id})
+        moves = pd.DataFrame({"doc_idx": docs, "to_cluster": [child_of[int(lab)] for lab in labels]})
+        con.register("split_moves", moves)
+        ed.move_docs("SELECT doc_idx, to_cluster::INTEGER AS to_cluster FROM split_moves", [])
+        con.unregister("split_moves")
+        _refresh_stats(con, children)
+        _set_centroids(con, _doc_centroids(con, emb, children))
+        con.execute("UPDATE clusters SET state = 'split' WHERE cluster_id = ?", [cluster_id])
+        for child in children:
+            ed.edges([cluster_id], child, "split")
+        _describe(ws, con, config, children, emb)
+        ed.summary = f"split #{cluster_id} into {len(children)} clusters {children}"
+        return children
+
+
+def cluster_from_documents(ws: Workspace, doc_idxs: list[int], label: str | None = None, *, source: str = "user",
+                           config: ClimbConfig | None = None) -> int:
+    """Turn a selection of documents (a lasso on the map) into a new active cluster; returns its id.
+
+    The clusters they leave shrink; one left empty is marked merged into the new cluster."""
+    docs = sorted({int(d) for d in doc_idxs})
+    label = _clean_label(label)
+    if not docs:
+        raise ClusterEditError("no documents selected")
+    emb = _embeddings(ws)
+    with _edit(ws, "from_documents", {"n_docs": len(docs), "label": label}, source) as ed:
+        con = ed.con
+        sel = pd.DataFrame({"doc_idx": docs})
+        con.register("sel_docs", sel)
+        found = con.execute("SELECT dc.doc_idx, dc.cluster_id FROM doc_clusters dc JOIN sel_docs USING (doc_idx)").df()
+        missing = sorted(set(docs) - set(found["doc_idx"].tolist()))
+        if missing:
+            raise ClusterEditError(f"unknown document(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        sources = sorted(int(c) for c in found["cluster_id"].unique())
+        new_id = _next_id(con)
+        ed.snapshot(sources, [new_id])
+        _insert_cluster(con, {"cluster_id": new_id, "label": label, "label_source": "user" if label else "auto",
+                              "state": "active", "parent_ids": sources, "created_edit": ed.edit_id})
+        ed.move_docs("SELECT doc_idx, ?::INTEGER AS to_cluster FROM sel_docs", [new_id])
+        con.unregister("sel_docs")
+        left = [r[0] for r in con.execute(
+            "SELECT DISTINCT cluster_id FROM doc_clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))",
+            [sources]).fetchall()]
+        emptied = sorted(set(sources) - set(left))
+        _refresh_stats(con, [new_id, *left])
+        _set_centroids(con, _doc_centroids(con, emb, [new_id, *left]))
+        if emptied:
+            con.execute(f"""UPDATE clusters SET state = 'merged', merged_into = ?, size_docs = 0, size_tokens = 0,
+                reason = 'all its documents moved to #{new_id}' WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))""",
+                        [new_id, emptied])
+        ed.edges(sources, new_id, "select")
+        _describe(ws, con, config, [new_id, *left], emb)
+        ed.summary = f"{len(docs)} selected documents from {sources} -> new cluster #{new_id}" + (f" ({label!r})" if label else "")
+        return new_id
+
+
+def _json_type(con, table: str) -> str:
+    cols = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                       "ORDER BY ordinal_position", [table]).fetchall()
+    return json.dumps({name: dtype for name, dtype in cols})
+
+
+def undo(ws: Workspace, *, config: ClimbConfig | None = None) -> dict | None:
+    """Revert the latest edit not yet undone (of any source); None when there is nothing to undo.
+
+    Restored clusters that had never been described (e.g. members of an automatic merge made
+    before the describe stage ran) are described, so they come back with labels."""
+    with ws.connect() as con:
+        con.begin()
+        try:
+            rows = con.execute("SELECT edit_id, op, source, summary FROM edits WHERE NOT undone "
+                               "ORDER BY edit_id DESC LIMIT 1").fetchall()
+            if not rows:
+                con.rollback()
+                return None
+            row = rows[0]
+            edit_id = int(row[0])
+            touched = "SELECT cluster_id FROM edit_cluster_before WHERE edit_id = ?"
+            con.execute("""UPDATE doc_clusters SET cluster_id = m.from_cluster FROM edit_doc_moves m
+                           WHERE m.edit_id = ? AND doc_clusters.doc_idx = m.doc_idx""", [edit_id])
+            con.execute(f"DELETE FROM clusters WHERE cluster_id IN ({touched})", [edit_id])
+            con.execute(f"DELETE FROM representatives WHERE cluster_id IN ({touched})", [edit_id])
+            con.execute(f"""INSERT INTO clusters BY NAME
+                SELECT unnest(json_transform(row_json, '{_json_type(con, "clusters")}'))
+                FROM edit_cluster_before WHERE edit_id = ? AND existed""", [edit_id])
+            con.execute(f"""INSERT INTO representatives
+                SELECT b.cluster_id, r.rank, r.doc_idx, r.distance
+                FROM edit_cluster_before b,
+                     unnest(json_transform(json_extract(b.row_json, '$.representatives'), '{REP_JSON_TYPE}')) AS t(r)
+                WHERE b.edit_id = ? AND b.existed""", [edit_id])
+            con.execute("DELETE FROM cluster_edges WHERE edit_id = ?", [edit_id])
+            con.execute("UPDATE edits SET undone = TRUE, undone_at = ? WHERE edit_id = ?", [dt.datetime.now(), edit_id])
+            bare = [r[0] for r in con.execute(f"""
+                SELECT cluster_id FROM clusters WHERE cluster_id IN ({touched}) AND keywords IS NULL
+                AND cluster_id IN (SELECT cluster_id FROM doc_clusters)""", [edit_id]).fetchall()]
+            if bare:
+                _describe(ws, con, config, bare)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+    return {"edit_id": edit_id, "op": row[1], "source": row[2], "summary": row[3]}
+
+
+# ------------------------------------------------------------------------------------ the stage
+def _reset(ws: Workspace) -> None:
+    """One active cluster per base cluster, each document in its k-means cluster, an empty edit log."""
+    with ws.connect() as con:
+        con.begin()
+        for table in REFINED_TABLES:
+            con.execute(f"DELETE FROM {table}")
+        con.execute("INSERT INTO doc_clusters SELECT doc_idx, base_cluster FROM assignments")
+        con.execute("""
+            INSERT INTO clusters BY NAME
+            SELECT b.base_cluster AS cluster_id, 'auto' AS label_source, 'active' AS state,
+                   coalesce(s.n, 0) AS size_docs, coalesce(s.tokens, 0) AS size_tokens, s.quality AS mean_quality,
+                   b.centroid
+            FROM base_clusters b LEFT JOIN (
+                SELECT a.base_cluster, count(*) AS n, coalesce(sum(ds.n_tokens_est), 0) AS tokens, avg(ds.quality) AS quality
+                FROM assignments a LEFT JOIN doc_stats ds USING (doc_idx) GROUP BY a.base_cluster) s USING (base_cluster)
+            ORDER BY b.base_cluster""")
+        con.commit()
+
+
+def prune_reasons(clusters: pd.DataFrame, config: ClimbConfig) -> dict[int, str]:
+    """Which clusters the prune rules drop, and why (the rule and the numbers)."""
+    cfg = config.prune
+    reasons: dict[int, str] = {}
+    for cid, size, quality in zip(clusters["cluster_id"], clusters["size_docs"], clusters["mean_quality"]):
+        why = []
+        if size < cfg.min_size:
+            why.append(f"size {int(size)} < min_size {cfg.min_size}")
+        if quality is not None and not np.isnan(quality) and quality < cfg.min_quality:
+            why.append(f"mean quality {quality:.3f} < min_quality {cfg.min_quality}")
+        if why:
+            reasons[int(cid)] = "; ".join(why)
+    return reasons
+
+
+def ward_groups(cluster_ids: list[int], centroids: np.ndarray, config: ClimbConfig) -> list[list[int]]:
+    """Groups of >= 2 clusters to merge: Ward tree on centroids, cut by distance or into target groups."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    cfg = config.merge
+    if len(cluster_ids) < 2:
+        return []
+    if cfg.distance_threshold > 0:
+        labels = fcluster(linkage(centroids, method="ward"), t=cfg.distance_threshold, criterion="distance")
+    elif 0 < cfg.target_clusters < len(cluster_ids):
+        labels = fcluster(linkage(centroids, method="ward"), t=cfg.target_clusters, criterion="maxclust")
+    else:
+        return []
+    groups: dict[int, list[int]] = {}
+    for cid, lab in zip(cluster_ids, labels):
+        groups.setdefault(int(lab), []).append(int(cid))
+    return sorted((sorted(g) for g in groups.values() if len(g) >= 2), key=lambda g: g[0])
+
+
+def run_refine(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> StageOutcome:
+    """Reset the refined clusters to the k-means ones, then prune and Ward-merge them as edits."""
+    from tqdm import tqdm
+
+    cfg = {"prune": config.section_dict("prune"), "merge": config.section_dict("merge")}
+    fp = stages.fingerprint(ws, "refine", cfg)
+    if not force and stages.is_current(ws, "refine", fp):
+        return StageOutcome("refine", skipped=True)
+    n_docs = ws.scalar("SELECT count(*) FROM assignments")
+    if not n_docs:
+        raise StageError(f"no k-means assignments in {ws.root}; run `climb cluster {ws.root}` first")
+    with stages.run_stage(ws, "refine", cfg, fp) as run:
+        _reset(ws)
+        # Labels and keywords of the old clusters are gone: describe must run again.
+        stages.invalidate(ws, "describe")
+        base = ws.query_df("SELECT cluster_id, size_docs, mean_quality FROM clusters ORDER BY cluster_id")
+        reasons = prune_reasons(base, config)
+        if reasons:
+            _prune(ws, reasons, "refine")
+        kept = ws.query_df("SELECT cluster_id, centroid FROM clusters WHERE state = 'active' ORDER BY cluster_id")
+        with_centroid = kept[kept["centroid"].map(_is_vector)]
+        groups = []
+        if len(with_centroid) == len(kept) and len(kept) >= 2:
+            x = np.stack([np.asarray(v, dtype=np.float64) for v in kept["centroid"]])
+            groups = ward_groups(kept["cluster_id"].tolist(), x, config)
+        for group in tqdm(groups, desc="merge", disable=not progress):
+            merge_clusters(ws, group, source="refine", config=config, describe=False)
+        n_active = int(ws.scalar("SELECT count(*) FROM clusters WHERE state = 'active'"))
+        run.rows_in = int(n_docs)
+        run.rows_out = n_active
+        run.message = (f"{len(base)} base -> {len(reasons)} pruned -> {n_active} active clusters "
+                       f"({len(groups)} merges of {sum(len(g) for g in groups)} clusters)")
+        if len(with_centroid) < len(kept):
+            run.message += "; not merged: some clusters have no centroid (pre-clustered corpus)"
+    return StageOutcome("refine", skipped=False, rows_in=run.rows_in, rows_out=run.rows_out, message=run.message)
