@@ -36,6 +36,7 @@ class IngestConfig:
     min_chars: int = opt(1, "Texts shorter than this (after stripping) are rejected as empty.")
     max_chars: int = opt(2_000_000, "Texts longer than this are rejected as absurd in length.")
     dedup: bool = opt(True, "Drop exact duplicates (normalised: case and whitespace folded); the dropped copies go to `rejected`.")
+    memory_limit: str = opt("256MB", "DuckDB memory limit while ingest writes (it spills to disk beyond it), so ingest's memory does not grow with the corpus; empty for DuckDB's default (80% of RAM).")
 
 
 @dataclass
@@ -52,6 +53,7 @@ class EmbedConfig:
     max_seq_length: int = opt(256, "Tokens per document seen by the encoder; 128 is about twice as fast on CPU.")
     shard_size: int = opt(8192, "Documents per embedding shard on disk; a killed run resumes at the last finished shard.")
     dtype: str = opt("float16", "Storage type of the embedding shards: float16 or float32.")
+    offline: bool = opt(True, "Never download: set HF_HUB_OFFLINE=1 and load only local files; false lets a named model be fetched from the Hugging Face Hub.")
 
 
 @dataclass
@@ -167,6 +169,7 @@ class PredictorConfig:
     lambda_l2: float = opt(1.0, "L2 regularisation.")
     valid_fraction: float = opt(0.1, "Share held out for early stopping.")
     early_stopping: int = opt(20, "Early-stopping patience in rounds.")
+    min_valid: int = opt(10, "The valid_fraction split is used for early stopping once it holds this many points; with fewer, k-fold CV (cv_folds) picks the stopping round. The model is then refit on every point.")
     cv_folds: int = opt(5, "Folds of the cross-validation that reports the predictor's Spearman and R2 each round.")
     seed: int = opt(0, "Random seed.")
 

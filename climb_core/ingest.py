@@ -1,0 +1,259 @@
+"""The ingest stage: input files -> `documents`, `doc_stats` (with quality) and `rejected`.
+
+Each batch of each source is parsed, measured and scored outside any connection, then written to
+scratch tables together with its shard record in one transaction; a killed ingest resumes after the
+last stored batch. When every batch is stored, one transaction removes exact duplicates (normalised
+text hash, first occurrence kept), numbers the documents densely in input order and replaces the
+catalogue's ingest tables, so readers never see a half-built corpus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from climb_core import stages
+from climb_core.config import ClimbConfig
+from climb_core.corpus import Batch, Source, discover_sources, input_facts, iter_batches
+from climb_core.quality import combine_quality, heuristic_quality, load_user_scorer
+from climb_core.stats import STAT_COLUMNS, batch_stats
+from climb_core.workspace import Workspace
+
+STAGE = "ingest"
+RAW_DOCS = "ingest_raw"
+RAW_REJECTED = "ingest_rejected_raw"
+
+_STAT_SQL = ", ".join(f"{c} {'INTEGER' if c in {'n_chars', 'n_words', 'n_lines', 'stopword_count', 'n_tokens_est'} else 'REAL'}"
+                      for c in STAT_COLUMNS)
+# Scratch tables of this stage; `shard` ties every row to the batch that wrote it, (src_idx,
+# batch_idx, pos) is its place in the input order.
+_SCRATCH = [
+    f"""CREATE TABLE IF NOT EXISTS {RAW_DOCS} (
+        shard VARCHAR, src_idx INTEGER, batch_idx INTEGER, pos INTEGER, doc_id VARCHAR, text VARCHAR,
+        source_file VARCHAR, source_line BIGINT, text_hash UBIGINT, preset_cluster VARCHAR, meta_json VARCHAR,
+        {_STAT_SQL}, quality_heuristic REAL, quality_user REAL, quality REAL)""",
+    f"""CREATE TABLE IF NOT EXISTS {RAW_REJECTED} (
+        shard VARCHAR, src_idx INTEGER, batch_idx INTEGER, pos INTEGER, source_file VARCHAR, source_line BIGINT,
+        doc_id VARCHAR, reason VARCHAR, detail VARCHAR)""",
+]
+
+
+def text_hash(text: str) -> int:
+    """64-bit hash of the text with case and whitespace folded: equal for copies that differ only there."""
+    norm = " ".join(text.casefold().split())
+    return int.from_bytes(hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+@contextlib.contextmanager
+def _connect(ws: Workspace, memory_limit: str):
+    """A catalogue connection whose DuckDB buffer pool is capped: DuckDB otherwise keeps every block
+    it wrote cached up to 80% of RAM, so ingest's footprint would grow with the corpus."""
+    with ws.connect() as con:
+        if memory_limit:
+            con.execute(f"SET memory_limit = '{memory_limit.replace(chr(39), '')}'")
+        yield con
+
+
+def _shard_name(src: Source, index: int) -> str:
+    return f"{src.key}#{index}"
+
+
+def _batch_frames(batch: Batch, src_idx: int, scorer, user_weight: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows of one batch for the scratch tables: documents with stats and quality, and rejections."""
+    shard = _shard_name(batch.source, batch.index)
+    records = batch.records
+    texts = [r.text for r in records]
+    docs = pd.DataFrame({
+        "shard": shard, "src_idx": src_idx, "batch_idx": batch.index,
+        "pos": np.arange(len(records), dtype=np.int32),
+        "doc_id": [r.doc_id for r in records], "text": texts,
+        "source_file": [r.source_file for r in records],
+        "source_line": np.array([r.source_line for r in records], dtype=np.int64),
+        "text_hash": np.array([text_hash(t) for t in texts], dtype=np.uint64),
+        "preset_cluster": pd.Series([r.preset_cluster for r in records], dtype=object),
+        "meta_json": pd.Series([r.meta_json for r in records], dtype=object),
+    })
+    stats = batch_stats(texts)
+    heuristic = heuristic_quality(stats)
+    user = scorer(texts) if scorer is not None and texts else None
+    docs = pd.concat([docs, stats], axis=1)
+    docs["quality_heuristic"] = heuristic.astype(np.float32)
+    docs["quality_user"] = pd.Series(user, dtype=np.float32) if user is not None else pd.Series([None] * len(records), dtype=object)
+    docs["quality"] = combine_quality(heuristic, user, user_weight).astype(np.float32)
+    rejected = batch.rejected
+    rej = pd.DataFrame({
+        "shard": shard, "src_idx": src_idx, "batch_idx": batch.index,
+        "pos": np.arange(len(rejected), dtype=np.int32),
+        "source_file": [r.source_file for r in rejected],
+        "source_line": np.array([r.source_line for r in rejected], dtype=np.int64),
+        "doc_id": pd.Series([r.doc_id for r in rejected], dtype=object),
+        "reason": [r.reason for r in rejected], "detail": [r.detail for r in rejected],
+    })
+    return docs, rej
+
+
+def _store_batch(ws: Workspace, shard: str, docs: pd.DataFrame, rej: pd.DataFrame, memory_limit: str = "") -> None:
+    with _connect(ws, memory_limit) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if len(docs):
+                con.register("batch_docs", docs)
+                con.execute(f"INSERT INTO {RAW_DOCS} BY NAME SELECT * FROM batch_docs")
+            if len(rej):
+                con.register("batch_rej", rej)
+                con.execute(f"INSERT INTO {RAW_REJECTED} BY NAME SELECT * FROM batch_rej")
+            stages.mark_shard(ws, STAGE, shard, len(docs) + len(rej), {"docs": len(docs), "rejected": len(rej)}, con=con)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
+def _prepare_scratch(ws: Workspace, resumed: bool) -> None:
+    with ws.connect() as con:
+        for stmt in _SCRATCH:
+            con.execute(stmt)
+        if resumed:
+            # Batches commit with their shard record, so orphans cannot normally exist; this keeps
+            # resume exact even for rows written by an older, non-transactional version.
+            for table in (RAW_DOCS, RAW_REJECTED):
+                con.execute(f"DELETE FROM {table} WHERE shard NOT IN "
+                            "(SELECT shard FROM stage_shards WHERE stage = ?)", [STAGE])
+        else:
+            con.execute(f"DELETE FROM {RAW_DOCS}")
+            con.execute(f"DELETE FROM {RAW_REJECTED}")
+
+
+_ORDER = "src_idx, batch_idx, pos"
+
+
+def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, int]:
+    """Deduplicate, number documents densely and replace documents/doc_stats/rejected in one go.
+
+    Only narrow keys are windowed and sorted; texts are copied batch by batch in input order, so
+    memory stays at about one batch however large the corpus (one big INSERT ... ORDER BY would sort
+    every text at once).
+    """
+    stat_cols = ", ".join(f"r.{c}" for c in STAT_COLUMNS)
+    with _connect(ws, memory_limit) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if dedup:
+                con.execute(f"""CREATE TEMP TABLE ingest_keys AS
+                    SELECT src_idx, batch_idx, pos, row_number() OVER w AS copy_no,
+                           first_value(src_idx) OVER w AS k_src, first_value(batch_idx) OVER w AS k_batch,
+                           first_value(pos) OVER w AS k_pos
+                    FROM {RAW_DOCS} WINDOW w AS (PARTITION BY text_hash ORDER BY {_ORDER})""")
+            else:
+                con.execute(f"""CREATE TEMP TABLE ingest_keys AS
+                    SELECT src_idx, batch_idx, pos, 1 AS copy_no, src_idx AS k_src, batch_idx AS k_batch,
+                           pos AS k_pos FROM {RAW_DOCS}""")
+            con.execute(f"""CREATE TEMP TABLE ingest_order AS
+                SELECT src_idx, batch_idx, pos, row_number() OVER (ORDER BY {_ORDER}) - 1 AS doc_idx
+                FROM ingest_keys WHERE copy_no = 1""")
+            con.execute("DELETE FROM documents")
+            con.execute("DELETE FROM doc_stats")
+            con.execute("DELETE FROM rejected WHERE stage = ?", [STAGE])
+            con.execute(f"""INSERT INTO rejected
+                SELECT source_file, source_line, doc_id, reason, detail, '{STAGE}' FROM {RAW_REJECTED}
+                ORDER BY {_ORDER}""")
+            con.execute(f"""INSERT INTO rejected
+                SELECT d.source_file, d.source_line, d.doc_id, 'duplicate',
+                       'duplicate of ' || k.doc_id || ' (' || k.source_file || ' line ' || k.source_line || ')', '{STAGE}'
+                FROM ingest_keys x
+                JOIN {RAW_DOCS} d ON d.src_idx = x.src_idx AND d.batch_idx = x.batch_idx AND d.pos = x.pos
+                JOIN {RAW_DOCS} k ON k.src_idx = x.k_src AND k.batch_idx = x.k_batch AND k.pos = x.k_pos
+                WHERE x.copy_no > 1 ORDER BY x.src_idx, x.batch_idx, x.pos""")
+            batches = con.execute("SELECT DISTINCT src_idx, batch_idx FROM ingest_order ORDER BY ALL").fetchall()
+            for src_idx, batch_idx in batches:
+                where = "src_idx = ? AND batch_idx = ?"
+                join = (f"FROM (SELECT * FROM {RAW_DOCS} WHERE {where}) r "
+                        f"JOIN (SELECT * FROM ingest_order WHERE {where}) o USING (src_idx, batch_idx, pos) ORDER BY o.doc_idx")
+                params = [src_idx, batch_idx, src_idx, batch_idx]
+                con.execute(f"""INSERT INTO documents SELECT o.doc_idx, r.doc_id, r.text, r.source_file, r.source_line,
+                                r.text_hash, r.preset_cluster, r.meta_json {join}""", params)
+                con.execute(f"""INSERT INTO doc_stats SELECT o.doc_idx, {stat_cols}, r.quality_heuristic,
+                                r.quality_user, r.quality {join}""", params)
+            n_docs = con.execute("SELECT count(*) FROM ingest_order").fetchone()[0]
+            n_dups = con.execute("SELECT count(*) FROM ingest_keys WHERE copy_no > 1").fetchone()[0]
+            reasons = dict(con.execute(f"SELECT reason, count(*) FROM {RAW_REJECTED} GROUP BY reason").fetchall())
+            # The scratch rows are now in the catalogue proper; keep the file small.
+            con.execute(f"DELETE FROM {RAW_DOCS}")
+            con.execute(f"DELETE FROM {RAW_REJECTED}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return {"documents": int(n_docs), "duplicates": int(n_dups), **{f"rejected:{k}": int(v) for k, v in reasons.items()}}
+
+
+def _no_documents_error(ws: Workspace, sources: list[Source]) -> stages.StageError:
+    with ws.connect() as con:
+        rows = con.execute(f"SELECT source_file, source_line, reason, detail FROM {RAW_REJECTED} "
+                           f"ORDER BY {_ORDER} LIMIT 3").fetchall()
+        reasons = con.execute(f"SELECT reason, count(*) FROM {RAW_REJECTED} GROUP BY reason ORDER BY 2 DESC").fetchall()
+    files = ", ".join(str(s.path) for s in sources)
+    what = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in reasons) or "no records at all"
+    examples = "; ".join(f"{f} line {ln}: {r} ({d})" for f, ln, r, d in rows)
+    return stages.StageError(f"no valid documents in {files}: {what}" + (f". First: {examples}" if examples else "")
+                             + ". Check ingest.text_field and ingest.format.")
+
+
+def _message(counts: dict[str, int]) -> str:
+    reasons = sorted(((v, k.split(":", 1)[1]) for k, v in counts.items() if k.startswith("rejected:")),
+                     key=lambda vr: (-vr[0], vr[1]))
+    n_rej = sum(v for v, _ in reasons)
+    msg = f"{counts['documents']} documents, {n_rej} rejected"
+    if n_rej:
+        msg += " (" + ", ".join(f"{n} {r.replace('_', ' ')}" for n, r in reasons) + ")"
+    dups = counts["duplicates"]
+    return msg + f", {dups} duplicate{'' if dups == 1 else 's'}"
+
+
+def ingest_fingerprint(ws: Workspace, config: ClimbConfig, sources: list[Source]) -> tuple[dict, str]:
+    cfg_dict = {**config.section_dict("ingest"), "quality": config.section_dict("quality")}
+    cfg_dict.pop("memory_limit", None)  # how much memory DuckDB may use does not change the output
+    return cfg_dict, stages.fingerprint(ws, STAGE, cfg_dict, input_facts(sources))
+
+
+def run_ingest(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> stages.StageOutcome:
+    """Read every input into documents, doc_stats and rejected; skipped when inputs and config are unchanged."""
+    cfg = config.ingest
+    if not cfg.paths:
+        raise stages.StageError("no input: set ingest.paths (or pass --input PATH)")
+    if cfg.batch_size < 1:
+        raise stages.StageError(f"ingest.batch_size must be at least 1, got {cfg.batch_size}")
+    sources = discover_sources(cfg.paths, cfg.format)
+    cfg_dict, fp = ingest_fingerprint(ws, config, sources)
+    if not force and stages.is_current(ws, STAGE, fp):
+        return stages.StageOutcome(STAGE, skipped=True)
+    # Load the scorer before reading anything, so a typo fails in a second, not after the first batch.
+    scorer = load_user_scorer(config.quality.scorer) if config.quality.scorer else None
+
+    with stages.run_stage(ws, STAGE, cfg_dict, fp) as run:
+        _prepare_scratch(ws, run.resumed)
+        done = stages.finished_shards(ws, STAGE) if run.resumed else {}
+        bar = tqdm(desc="ingest", unit="rec", disable=not progress)
+        try:
+            for src_idx, src in enumerate(sources):
+                skip = {int(k.rsplit("#", 1)[1]) for k in done if k.rsplit("#", 1)[0] == src.key}
+                bar.set_postfix_str(src.path.name)
+                for batch in iter_batches(src, cfg, skip=skip):
+                    docs, rej = _batch_frames(batch, src_idx, scorer, config.quality.user_weight)
+                    _store_batch(ws, _shard_name(src, batch.index), docs, rej, cfg.memory_limit)
+                    bar.update(len(docs) + len(rej))
+        finally:
+            bar.close()
+        with ws.connect() as con:
+            n_raw = con.execute(f"SELECT count(*) FROM {RAW_DOCS}").fetchone()[0]
+            n_rej = con.execute(f"SELECT count(*) FROM {RAW_REJECTED}").fetchone()[0]
+        if n_raw == 0:
+            raise _no_documents_error(ws, sources)
+        counts = _finalise(ws, cfg.dedup, cfg.memory_limit)
+        run.rows_in = int(n_raw + n_rej)
+        run.rows_out = counts["documents"]
+        run.message = _message(counts)
+    return stages.StageOutcome(STAGE, skipped=False, rows_in=run.rows_in, rows_out=run.rows_out, message=run.message)
