@@ -432,6 +432,12 @@ def _reset(ws: Workspace) -> None:
                 SELECT a.base_cluster, count(*) AS n, coalesce(sum(ds.n_tokens_est), 0) AS tokens, avg(ds.quality) AS quality
                 FROM assignments a LEFT JOIN doc_stats ds USING (doc_idx) GROUP BY a.base_cluster) s USING (base_cluster)
             ORDER BY b.base_cluster""")
+        # A pre-clustered corpus (e.g. ClimbLab) names its clusters: start from those names, kept
+        # like a curator's labels so describe does not overwrite them.
+        has_names = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'preset_cluster_names'").fetchone()[0]
+        if has_names:
+            con.execute("""UPDATE clusters SET label = n.name, label_source = 'user'
+                           FROM preset_cluster_names n WHERE clusters.cluster_id = n.base_cluster""")
         con.commit()
 
 
