@@ -1,0 +1,251 @@
+"""Targets: what a proxy is scored on. Multiple-choice benchmarks and held-out text.
+
+Multiple choice follows lm-evaluation-harness: an item's request for choice j is (context, " " +
+choice_j); the choice's log-likelihood is the sum of log p(continuation tokens | context tokens),
+where the context is tokenised alone and the continuation is what the whole string adds after it.
+Metrics per component:
+    acc       argmax_j loglik_j == label
+    acc_norm  argmax_j loglik_j / bytes(" " + choice_j) == label   (lm-eval's byte-length norm)
+    loglik    mean over items of the correct choice's log-likelihood per token: a continuous
+              signal, because tiny proxies score near chance on acc.
+Every sequence starts with the end-of-text token, as every training document does; when the
+context is empty (Winogrande-style items whose choices are whole sentences), that token is the
+whole context and the continuation is the choice without a leading space.
+
+Text targets report neg_bpb = -(total nats / ln 2) / total UTF-8 bytes of the held-out text, from a
+.txt file (one document per blank-line-separated paragraph), a JSONL with "text", 'cluster:ID' (that cluster's validation tokens, never trained on),
+or 'query:<SQL predicate over documents>'. A query's documents are also in the training data of
+their clusters: the score then rewards memorising them. Exclude them from the search (prune or
+split them into a cluster given no weight) when that matters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from climb_core.config import TargetSpec
+from climb_core.workspace import Workspace
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MC_METRICS = ("acc", "acc_norm", "loglik")
+TEXT_METRICS = ("neg_bpb",)
+
+
+class TargetError(ValueError):
+    """A target file or spec cannot be used: missing, malformed (file and line named) or empty."""
+
+
+@dataclass
+class Target:
+    spec: TargetSpec
+    name: str
+    kind: str                           # mc | text
+    sequences: list[np.ndarray]         # token ids, each starting with EOT
+    # mc: one sequence per (item, choice)
+    item_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cont_start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # first continuation token
+    cont_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))      # per item
+    # text
+    n_bytes: int = 0
+
+    @property
+    def n_items(self) -> int:
+        return len(self.labels) if self.kind == "mc" else len(self.sequences)
+
+
+def resolve_path(path: str) -> Path:
+    """A relative path is looked up in the current folder, then in the repository (bundled data/eval)."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        if not p.exists():
+            raise TargetError(f"target file {p} does not exist")
+        return p
+    for base in (Path.cwd(), REPO_ROOT):
+        if (base / p).exists():
+            return base / p
+    raise TargetError(f"target file {path!r} not found in {Path.cwd()} or {REPO_ROOT}")
+
+
+def target_name(spec: TargetSpec) -> str:
+    if spec.name:
+        return spec.name
+    if spec.path.startswith("cluster:"):
+        return "cluster-" + spec.path.split(":", 1)[1].strip()
+    if spec.path.startswith("query:"):
+        return "query"
+    return Path(spec.path).name.split(".")[0]
+
+
+def _sample(n: int, max_items: int, seed: int = 0) -> np.ndarray:
+    """A fixed-seed subset (in original order) so every proxy of a search is scored on the same items."""
+    if max_items <= 0 or n <= max_items:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_items, replace=False))
+
+
+def _read_mc(path: Path) -> list[dict]:
+    items = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TargetError(f"{path}:{line_no}: not valid JSON ({err})") from err
+            choices, label = rec.get("choices"), rec.get("label")
+            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+                raise TargetError(f"{path}:{line_no}: 'choices' must be a list of at least two strings")
+            if not isinstance(label, int) or not 0 <= label < len(choices):
+                raise TargetError(f"{path}:{line_no}: 'label' must be an integer index into 'choices', got {label!r}")
+            items.append({"context": str(rec.get("context") or ""), "choices": choices, "label": label})
+    return items
+
+
+def _mc_target(spec: TargetSpec, tokenizer, eot: int) -> Target:
+    path = resolve_path(spec.path)
+    items = _read_mc(path)
+    if not items:
+        raise TargetError(f"{path}: no items")
+    items = [items[i] for i in _sample(len(items), spec.max_items)]
+    contexts, wholes, conts, item_of, labels = [], [], [], [], []
+    for i, it in enumerate(items):
+        ctx = it["context"]
+        # lm-eval moves the context's trailing spaces onto the continuation.
+        stripped = ctx.rstrip(" ")
+        pad = ctx[len(stripped):]
+        for choice in it["choices"]:
+            cont = (pad or " ") + choice if stripped else choice
+            contexts.append(stripped)
+            wholes.append(stripped + cont)
+            conts.append(cont)
+            item_of.append(i)
+        labels.append(it["label"])
+    ctx_enc = tokenizer.encode_batch(contexts, add_special_tokens=False)
+    whole_enc = tokenizer.encode_batch(wholes, add_special_tokens=False)
+    sequences, starts = [], []
+    for c, w in zip(ctx_enc, whole_enc):
+        n_ctx = len(c.ids)
+        sequences.append(np.array([eot, *w.ids], dtype=np.int64))
+        starts.append(1 + n_ctx)
+        if len(w.ids) <= n_ctx:
+            raise TargetError(f"{path}: a choice tokenised to nothing; check the file")
+    return Target(spec, target_name(spec), "mc", sequences, np.array(item_of), np.array(starts),
+                  np.array([len(c.encode("utf-8")) for c in conts]), np.array(labels))
+
+
+def _text_docs(ws: Workspace | None, spec: TargetSpec, tokenizer, eot: int) -> tuple[list[np.ndarray], int]:
+    """Token sequences (each [EOT, doc...]) and their total UTF-8 bytes."""
+    src = spec.path
+    if src.startswith("cluster:"):
+        from climb_core.tokens import cluster_token_files
+
+        if ws is None:
+            raise TargetError("a 'cluster:' target needs a workspace")
+        cid = int(src.split(":", 1)[1])
+        files = {f.cluster_id: f for f in cluster_token_files(ws)}
+        if cid not in files:
+            raise TargetError(f"target {src!r}: cluster {cid} is not an active cluster with token files")
+        val = np.fromfile(files[cid].val_path, dtype=files[cid].dtype).astype(np.int64)
+        cuts = np.flatnonzero(val == eot)
+        docs = [d for d in np.split(val, cuts + 1) if len(d)]
+        # The trailing separator has no bytes; it becomes the (unscored) first token instead.
+        docs = [d[:-1] if d[-1] == eot else d for d in docs]
+        docs = [d for d in docs if len(d)]
+        docs = [docs[i] for i in _sample(len(docs), spec.max_items)]
+        texts = tokenizer.decode_batch([d.tolist() for d in docs], skip_special_tokens=False)
+        return [np.concatenate([[eot], d]) for d in docs], sum(len(t.encode("utf-8")) for t in texts)
+    if src.startswith("query:"):
+        if ws is None:
+            raise TargetError("a 'query:' target needs a workspace")
+        predicate = src.split(":", 1)[1]
+        try:
+            with ws.connect() as con:
+                texts = [r[0] for r in con.execute(
+                    f"SELECT text FROM documents WHERE {predicate} ORDER BY doc_idx").fetchall()]
+        except Exception as err:  # a user's SQL: report it as theirs
+            raise TargetError(f"target query {predicate!r} failed: {err}") from err
+    else:
+        path = resolve_path(src)
+        if path.suffix == ".jsonl":
+            texts = []
+            with path.open(encoding="utf-8") as fh:
+                for line_no, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            texts.append(str(json.loads(line)["text"]))
+                        except (json.JSONDecodeError, KeyError) as err:
+                            raise TargetError(f"{path}:{line_no}: expected a JSON object with 'text' ({err})") from err
+        else:
+            texts = [t for t in path.read_text(encoding="utf-8").split("\n\n") if t.strip()]
+    texts = [texts[i] for i in _sample(len(texts), spec.max_items)]
+    enc = tokenizer.encode_batch(texts, add_special_tokens=False)
+    return [np.array([eot, *e.ids], dtype=np.int64) for e in enc], sum(len(t.encode("utf-8")) for t in texts)
+
+
+def load_targets(ws: Workspace | None, specs: list[TargetSpec], tokenizer) -> list[Target]:
+    """Tokenise every target component once (a search scores many proxies on the same tokens)."""
+    from climb_core.tokens import eot_id
+
+    eot = eot_id(tokenizer)
+    out = []
+    for spec in specs:
+        if spec.kind == "mc":
+            if spec.metric not in MC_METRICS:
+                raise TargetError(f"target {target_name(spec)}: metric {spec.metric!r} is not one of {MC_METRICS}")
+            out.append(_mc_target(spec, tokenizer, eot))
+        elif spec.kind == "text":
+            if spec.metric not in TEXT_METRICS:
+                raise TargetError(f"target {target_name(spec)}: metric {spec.metric!r} is not one of {TEXT_METRICS}")
+            seqs, n_bytes = _text_docs(ws, spec, tokenizer, eot)
+            if not seqs or n_bytes == 0:
+                raise TargetError(f"target {target_name(spec)} ({spec.path}) has no text")
+            out.append(Target(spec, target_name(spec), "text", seqs, n_bytes=n_bytes))
+        else:
+            raise TargetError(f"target kind {spec.kind!r}: expected mc or text")
+    names = [t.name for t in out]
+    if len(set(names)) != len(names):
+        raise TargetError(f"target names must differ: {names}; give each a 'name'")
+    return out
+
+
+def score_target(proxy, target: Target) -> dict[str, float]:
+    """Every metric of one component, keyed 'name/metric'."""
+    logprobs = proxy.sequence_logprobs(target.sequences)
+    if target.kind == "text":
+        nats = -sum(float(lp.sum()) for lp in logprobs)
+        return {f"{target.name}/neg_bpb": -(nats / math.log(2)) / target.n_bytes}
+    # logprobs[k][j] scores token j + 1, so the continuation starting at token s is logprobs[k][s-1:].
+    ll = np.array([float(lp[s - 1:].sum()) for lp, s in zip(logprobs, target.cont_start)])
+    n_tok = np.array([len(seq) - s for seq, s in zip(target.sequences, target.cont_start)])
+    n_items = len(target.labels)
+    acc = acc_norm = loglik = 0.0
+    for i in range(n_items):
+        rows = np.flatnonzero(target.item_of == i)
+        label_row = rows[target.labels[i]]
+        acc += float(np.argmax(ll[rows]) == target.labels[i])
+        acc_norm += float(np.argmax(ll[rows] / target.cont_bytes[rows]) == target.labels[i])
+        loglik += ll[label_row] / n_tok[label_row]
+    return {f"{target.name}/acc": acc / n_items, f"{target.name}/acc_norm": acc_norm / n_items,
+            f"{target.name}/loglik": loglik / n_items}
+
+
+def evaluate_targets(proxy, targets: list[Target], specs: list[TargetSpec] | None = None) -> tuple[float, dict[str, float]]:
+    """(weighted mean of each component's chosen metric, every metric of every component)."""
+    specs = specs if specs is not None else [t.spec for t in targets]
+    scores: dict[str, float] = {}
+    total = weight = 0.0
+    for target, spec in zip(targets, specs, strict=True):
+        part = score_target(proxy, target)
+        scores.update(part)
+        total += spec.weight * part[f"{target.name}/{spec.metric}"]
+        weight += spec.weight
+    if weight <= 0:
+        raise TargetError("target weights must sum to more than zero")
+    return total / weight, scores
