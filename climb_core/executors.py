@@ -1,0 +1,173 @@
+"""Where proxy jobs run: in this process, a local process pool, or Ray; chosen by `search.executor`.
+
+Every executor has one method, `submit_all(fn, jobs, on_start=None, should_stop=None)`, yielding
+`(job, result)` as jobs finish, where `result` is the exception when the job failed (a raise, a
+killed worker): a bad job becomes a failed run, never a crashed search. At most `workers` jobs are
+in flight, so `on_start` marks a run as running when it really starts. Once `should_stop()` is true
+nothing new starts, and the jobs in flight are still waited for and yielded, so a cancelled search
+keeps the proxies it already paid for. Closing the generator early cancels what has not started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+Result = Any  # the job's return value, or the BaseException it ended with
+
+
+class ExecutorError(RuntimeError):
+    """An executor cannot be built (unknown name, Ray not installed)."""
+
+
+class LocalExecutor:
+    """One job after another in this process: simplest to debug, no pickling."""
+
+    workers = 1
+
+    def submit_all(self, fn: Callable, jobs: Iterable, on_start: Callable | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, Result]]:
+        for job in jobs:
+            if should_stop and should_stop():
+                return
+            if on_start:
+                on_start(job)
+            try:
+                result = fn(job)
+            except Exception as err:  # noqa: BLE001 - reported to the caller as this job's outcome
+                result = err
+            yield job, result
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessExecutor:
+    """A pool of `workers` spawned processes (spawn: no forked DuckDB or torch state)."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+        self._pool = None
+
+    def _get_pool(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def submit_all(self, fn: Callable, jobs: Iterable, on_start: Callable | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, Result]]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        queue = list(jobs)
+        inflight: dict = {}
+        try:
+            while queue or inflight:
+                if should_stop and should_stop():
+                    queue.clear()
+                if not queue and not inflight:
+                    break
+                while queue and len(inflight) < self.workers:
+                    job = queue.pop(0)
+                    if on_start:
+                        on_start(job)
+                    try:
+                        fut = self._get_pool().submit(fn, job)
+                    except BrokenProcessPool:
+                        # The pool broke before its failed future was read: start a fresh one.
+                        self._drop_pool(self._pool)
+                        fut = self._get_pool().submit(fn, job)
+                    inflight[fut] = (job, self._pool)
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job, pool = inflight.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool as err:
+                        # A worker died (OOM, kill): the jobs of that pool fail; a fresh pool serves the rest.
+                        result = err
+                        self._drop_pool(pool)
+                    except Exception as err:  # noqa: BLE001
+                        result = err
+                    yield job, result
+        finally:
+            for fut in inflight:
+                fut.cancel()
+
+    def _drop_pool(self, pool) -> None:
+        if pool is not None and pool is self._pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor:
+    """Ray tasks, one CPU each; a crashed worker surfaces as that job's exception."""
+
+    def __init__(self, workers: int):
+        try:
+            import ray
+        except ImportError as err:
+            raise ExecutorError("search.executor = 'ray' needs the ray package: pip install 'ray[default]'") from err
+        self.ray = ray
+        self.workers = max(1, int(workers))
+        if not ray.is_initialized():
+            # Workers get the driver's import path, as spawned processes do, so an objective defined
+            # in the caller's own module (a script, a test) can be imported there.
+            import os
+            import sys
+
+            path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+            ray.init(num_cpus=self.workers, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+    def submit_all(self, fn: Callable, jobs: Iterable, on_start: Callable | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, Result]]:
+        ray = self.ray
+        remote = ray.remote(max_retries=0)(fn)
+        queue = list(jobs)
+        inflight: dict = {}
+        try:
+            while queue or inflight:
+                if should_stop and should_stop():
+                    queue.clear()
+                if not queue and not inflight:
+                    break
+                while queue and len(inflight) < self.workers:
+                    job = queue.pop(0)
+                    if on_start:
+                        on_start(job)
+                    inflight[remote.remote(job)] = job
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                for ref in ready:
+                    job = inflight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as err:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
+                        result = err
+                    yield job, result
+        finally:
+            for ref in inflight:
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        pass
+
+
+def make_executor(search_cfg) -> LocalExecutor | ProcessExecutor | RayExecutor:
+    """The executor named by `search_cfg.executor` with `search_cfg.workers` parallel jobs."""
+    name = (search_cfg.executor or "local").lower()
+    if name == "local":
+        return LocalExecutor()
+    if name == "process":
+        return ProcessExecutor(search_cfg.workers)
+    if name == "ray":
+        return RayExecutor(search_cfg.workers)
+    raise ExecutorError(f"unknown search.executor {search_cfg.executor!r}; use local, process or ray")
