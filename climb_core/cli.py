@@ -265,8 +265,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.resume:
         search_id = create_search(ws, config, name=args.name)
         _print(f"search {search_id} created")
-    summary = run_search(ws, search_id, progress=not args.quiet)
-    _print(str(summary))
+    run_search(ws, search_id, progress=not args.quiet)
+    from climb_core.search import search_report
+
+    _print_search(search_report(ws, search_id))
+    _print(f"next: climb export {args.workspace} --run {search_id} --out DIR   (or see it in `climb dashboard`)")
     return 0
 
 
@@ -283,17 +286,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
         _print("no searches yet: climb search WORKSPACE")
         return 0
     for sid in ids:
-        rep = search_report(ws, sid)
-        s = rep["search"]
-        _print(f"{sid}  [{s['strategy']}]  {s['status']}  {s.get('message') or ''}")
-        best = rep.get("best_run")
-        if best:
-            _print(f"   best trained run {best['run_id']}: score {best['score']:.4f}")
-        for r in rep.get("predictor_reports", []):
-            sp = r.get("spearman")
-            _print(f"   round {r['round']}: predictor on {r['n_train']} runs, Spearman "
-                   f"{'n/a' if sp is None else f'{sp:.3f}'}")
+        _print_search(search_report(ws, sid))
     return 0
+
+
+def _print_search(rep: dict[str, Any]) -> None:
+    """A search as a person reads it: rounds, predictor quality, the best run, the final mixture."""
+    _print(f"{rep['search_id']}  [{rep['strategy']}]  {rep['status']}  {rep.get('message') or ''}")
+    by_round: dict[int, list[float]] = {}
+    for run in rep.get("runs", []):
+        if run["status"] == "done" and run["score"] is not None:
+            by_round.setdefault(run["round"], []).append(run["score"])
+    spearman = {r["round"]: r["spearman"] for r in rep.get("predictor_reports", [])}
+    for rnd, scores in sorted(by_round.items()):
+        sp = spearman.get(rnd)
+        _print(f"   round {rnd}: {len(scores):>3} runs  mean {sum(scores) / len(scores):.4f}  best {max(scores):.4f}"
+               + ("" if sp is None else f"   predictor Spearman before this round {sp:.3f}"))
+    best = rep.get("best_run")
+    if best:
+        _print(f"   best trained run {best['run_id']}: score {best['score']:.4f}")
+    weights = rep.get("final_weights")
+    if weights:
+        labels = rep.get("cluster_labels") or [str(c) for c in rep.get("cluster_ids", [])]
+        top = sorted(zip(weights, labels, rep.get("cluster_ids", [])), reverse=True)[:8]
+        _print("   final mixture (top clusters): " + ", ".join(f"#{c} {lab} {w:.1%}" for w, lab, c in top))
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
