@@ -42,6 +42,15 @@ class LocalExecutor:
         pass
 
 
+def _share_cores(threads: int) -> None:
+    """Pool initializer: each worker gets its share of the cores. Without it every worker's torch
+    uses all cores and the oversubscribed pool runs many times slower than one process."""
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
 class ProcessExecutor:
     """A pool of `workers` spawned processes (spawn: no forked DuckDB or torch state)."""
 
@@ -54,7 +63,11 @@ class ProcessExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+            import os
+
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_share_cores, initargs=(threads,))
         return self._pool
 
     def submit_all(self, fn: Callable, jobs: Iterable, on_start: Callable | None = None,
