@@ -55,3 +55,8 @@ def test_reference_lists_every_section():
     text = reference_markdown()
     for section in dataclasses.fields(ClimbConfig):
         assert f"## [{section.name}]" in text
+
+
+def test_docs_config_reference_is_current(repo_root):
+    """docs/CONFIG.md is generated; regenerate with `climb config --reference > docs/CONFIG.md`."""
+    assert (repo_root / "docs" / "CONFIG.md").read_text() == reference_markdown() + "\n"
