@@ -1,0 +1,97 @@
+"""Export: write a search's mixture and a dataset sampled by it; download both."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import streamlit as st
+
+from climb_core import jobs, queries
+from dashboard import widgets as w
+
+ws = w.workspace()
+st.title("Export")
+searches = queries.searches(ws)
+if searches.empty:
+    st.info("No searches yet: a search's final mixture is what gets exported.")
+    st.stop()
+
+ids = searches["search_id"].tolist()
+want = st.session_state.get("rounds_search")
+names = dict(zip(searches["search_id"], searches["name"].fillna("")))
+sid = st.selectbox("Search", ids, index=ids.index(want) if want in ids else 0,
+                   format_func=lambda s: f"{names.get(s) or s} ({s})")
+info = queries.search_info(ws, sid) or {}
+if not info.get("final_weights"):
+    st.warning("This search has no final mixture yet (it is still running or stopped early).")
+
+cfg = ws.load_config()
+c1, c2 = st.columns(2)
+tokens = c1.number_input("Tokens in the dataset", 1000, 10**13, int(cfg.export.tokens), step=100_000)
+out_dir = c2.text_input("Output folder", str(ws.exports_dir / sid))
+if st.button("Export", type="primary", disabled=not info.get("final_weights")):
+    job = jobs.start_export_job(ws, sid, out_dir, int(tokens))
+    st.session_state["export_job"] = job
+    st.rerun()
+
+
+def _job() -> None:
+    job_id = st.session_state.get("export_job")
+    if not job_id:
+        return
+    row = jobs.job_status(ws, job_id)
+    st.write(f"Export job {job_id}: {w.status_badge(row['status'])}")
+    if row["status"] in ("running", "cancelling"):
+        w.log_box(jobs.log_tail(ws, job_id))
+    elif row["status"] != "done":
+        st.error("The export failed:")
+        w.log_box(jobs.log_tail(ws, job_id, n_lines=30))
+    if row["status"] not in ("running", "cancelling") and st.session_state.get("export_running"):
+        st.session_state["export_running"] = False
+        st.rerun()
+
+
+job_id = st.session_state.get("export_job")
+running = bool(job_id) and jobs.job_status(ws, job_id)["status"] in ("running", "cancelling")
+st.session_state["export_running"] = running
+st.fragment(_job, run_every=1 if running else None)()
+
+st.subheader("Exports of this search")
+ex = queries.exports(ws, sid)
+if ex.empty:
+    st.caption("None yet.")
+    st.stop()
+pick = st.selectbox("Export", ex["export_id"].tolist(),
+                    format_func=lambda e: f"{e} ({ex.set_index('export_id').loc[e, 'created_at']})")
+row = ex[ex["export_id"] == pick].iloc[0]
+try:
+    manifest = json.loads(row["manifest_json"]) if row["manifest_json"] else {}
+except ValueError:
+    manifest = {}
+st.json(manifest, expanded=False)
+folder = Path(row["path"])
+files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+weights = manifest.get("weights") or manifest.get("mixture") or {
+    "search_id": sid, "cluster_ids": info.get("cluster_ids"), "cluster_labels": info.get("cluster_labels"),
+    "weights": info.get("final_weights")}
+d1, d2 = st.columns(2)
+d1.download_button("Download weights (JSON)", json.dumps(weights, indent=2, default=str).encode(),
+                   file_name=f"{sid}-weights.json", mime="application/json")
+
+
+def _zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for p in files:
+            z.write(p, p.relative_to(folder))
+    return buf.getvalue()
+
+
+d2.download_button(f"Download dataset (zip of {len(files)} files)", _zip, file_name=f"{sid}-export.zip",
+                   mime="application/zip", disabled=not files)
+with st.expander("Files"):
+    for p in files:
+        st.text(f"{p.relative_to(folder)}  ({p.stat().st_size:,} bytes)")

@@ -1,0 +1,146 @@
+"""Search: configure and launch a mixture search as a background worker; cancel, resume, follow."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import streamlit as st
+
+from climb_core import jobs, queries
+from climb_core.config import TargetSpec
+from dashboard import widgets as w
+
+ws = w.workspace()
+st.title("Search")
+if flash := st.session_state.pop("search_flash", None):
+    st.success(flash)
+
+base = ws.load_config()
+eval_files = sorted((w.REPO / "data" / "eval").glob("*.jsonl"))
+default_mc = [Path(s.path).stem for s in base.target.specs if s.kind == "mc"]
+text_default = "\n".join(s.path for s in base.target.specs if s.kind == "text")
+
+with st.form("new_search"):
+    st.subheader("New search")
+    name = st.text_input("Name (optional)")
+    t1, t2 = st.columns([3, 2])
+    mc = t1.multiselect("Multiple-choice targets (bundled)", [p.stem for p in eval_files],
+                        default=[s for s in default_mc if s in {p.stem for p in eval_files}])
+    metric = t2.selectbox("Metric", ["loglik", "acc_norm", "acc"], help="loglik is continuous: best for small proxies.")
+    text_targets = st.text_area("Text targets, one per line (a file, `cluster:ID` or `query:SQL predicate`)",
+                                value=text_default, height=70)
+    max_items = st.number_input("Items per target", 10, 100_000, base.target.specs[0].max_items if base.target.specs else 300)
+
+    s1, s2, s3, s4 = st.columns(4)
+    strategies = ["climb", "regmix", "random", "uniform", "natural"]
+    strategy = s1.selectbox("Strategy", strategies, index=strategies.index(base.search.strategy) if base.search.strategy in strategies else 0)
+    budget = s2.number_input("Budget (proxy runs)", 1, 10_000, base.search.budget)
+    rounds = s3.number_input("Rounds", 1, 20, base.search.rounds)
+    split = s4.text_input("Budget split per round", ",".join(map(str, base.search.round_split)))
+    s5, s6, s7, s8 = st.columns(4)
+    pool_samples = s5.number_input("Candidates scored per round", 100, 10_000_000, base.search.n_pool_samples, step=1000)
+    pool_min = s6.number_input("Pool size (min)", 1, 100_000, base.search.pool_min)
+    seed = s7.number_input("Seed", 0, 2**31 - 1, base.search.seed)
+    workers = s8.number_input("Parallel proxies", 1, 64, base.search.workers)
+
+    st.markdown("**Proxy**")
+    p1, p2, p3, p4 = st.columns(4)
+    kind = p1.selectbox("Proxy kind", ["ngram", "gpt"], index=0 if base.proxy.kind == "ngram" else 1)
+    size = p2.selectbox("GPT size (layers × width)", ["2×128", "4×256", "6×384", "12×768"], index=0)
+    tokens = p3.number_input("Tokens per proxy", 1000, 10_000_000_000, base.proxy.tokens, step=10_000)
+    device = p4.selectbox("Device", ["auto", "cpu", "cuda"], index=["auto", "cpu", "cuda"].index(base.proxy.device)
+                          if base.proxy.device in ("auto", "cpu", "cuda") else 0)
+
+    st.markdown("**Dirichlet sampling**")
+    d1, d2, d3 = st.columns(3)
+    temperature = d1.slider("Temperature on the token prior", 0.05, 2.0, float(base.mixture.temperature), 0.05)
+    conc = d2.select_slider("Concentration range", options=[0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0],
+                            value=(base.mixture.min_concentration if base.mixture.min_concentration in
+                                   (0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0) else 0.1,
+                                   base.mixture.max_concentration if base.mixture.max_concentration in
+                                   (0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0) else 5.0))
+    cap = d3.slider("Cap (× prior)", 1.0, 50.0, float(base.mixture.cap_multiple), 0.5)
+    launch = st.form_submit_button("Launch search", type="primary")
+
+if launch:
+    specs = [TargetSpec(kind="mc", path=str(w.REPO / "data" / "eval" / f"{m}.jsonl"), name=m, metric=metric,
+                        max_items=int(max_items)) for m in mc]
+    specs += [TargetSpec(kind="text", path=line.strip(), metric="neg_bpb", max_items=int(max_items))
+              for line in text_targets.splitlines() if line.strip()]
+    try:
+        round_split = [int(x) for x in split.replace(":", ",").split(",") if x.strip()]
+    except ValueError:
+        round_split = []
+    layers, width = (int(v) for v in size.split("×"))
+    if not specs:
+        st.error("Choose at least one target.")
+    elif not round_split:
+        st.error("Budget split must be integers such as 4,2,1.")
+    else:
+        cfg = dataclasses.replace(
+            base,
+            search=dataclasses.replace(base.search, strategy=strategy, budget=int(budget), rounds=int(rounds),
+                                       round_split=round_split, n_pool_samples=int(pool_samples),
+                                       pool_min=int(pool_min), seed=int(seed), workers=int(workers),
+                                       name=name or base.search.name),
+            proxy=dataclasses.replace(base.proxy, kind=kind, tokens=int(tokens), device=device, n_layer=layers,
+                                      n_embd=width, n_head=max(1, width // 64)),
+            mixture=dataclasses.replace(base.mixture, temperature=float(temperature), min_concentration=float(conc[0]),
+                                        max_concentration=float(conc[1]), cap_multiple=float(cap)),
+            target=dataclasses.replace(base.target, specs=specs),
+        )
+        try:
+            sid = jobs.start_search_job(ws, cfg, name or None)
+        except Exception as err:  # noqa: BLE001 - shown to the user
+            st.error(f"{type(err).__name__}: {err}")
+        else:
+            if sid:
+                st.session_state["rounds_search"] = sid
+                st.session_state["search_flash"] = f"Search {sid} started in the background; follow it on Rounds."
+            else:
+                st.session_state["search_flash"] = (
+                    "The clusters changed since their token files were written: the search started in the background "
+                    "re-tokenises them first, then appears in the list below.")
+            st.rerun()
+
+
+def _searches() -> None:
+    st.subheader("Searches")
+    df = queries.searches(ws)
+    if df.empty:
+        st.caption("No searches yet.")
+        return
+    df = df.assign(progress=[f"{r.runs_finished}/{int(r.budget) if r.budget == r.budget and r.budget is not None else '?'}"
+                             for r in df.itertuples()])
+    st.dataframe(df[["search_id", "name", "strategy", "status", "progress", "best_score", "last_round", "message",
+                     "created_at"]], hide_index=True)
+    sid = st.selectbox("Search", df["search_id"].tolist(), key="search_pick")
+    row = df[df["search_id"] == sid].iloc[0]
+    job = jobs.job_for_search(ws, sid)
+    now_running = not jobs.running_jobs(ws, "search").empty
+    if running and not now_running:  # a worker ended: redraw the page without the refresh timer
+        st.rerun()
+    worker_running = job is not None and job["status"] in ("running", "cancelling")
+    b1, b2, b3, b4 = st.columns(4)
+    if b1.button("Stop after the current run", disabled=not worker_running and row["status"] != "running"):
+        from climb_core.search import cancel_search
+
+        cancel_search(ws, sid)
+        st.rerun()
+    if b2.button("Resume", disabled=worker_running or row["status"] in ("done", "finished")):
+        jobs.resume_search_job(ws, sid)
+        st.rerun()
+    if b3.button("Kill worker", disabled=not worker_running):
+        jobs.cancel_job(ws, job["job_id"])
+        st.rerun()
+    if b4.button("Open rounds"):
+        st.session_state["rounds_search"] = sid
+        st.switch_page("views/rounds.py")
+    if job is not None:
+        with st.expander(f"Worker log ({job['status']})", expanded=worker_running):
+            w.log_box(jobs.log_tail(ws, job["job_id"], n_lines=30))
+
+
+running = not jobs.running_jobs(ws, "search").empty
+st.fragment(_searches, run_every=2 if running else None)()
