@@ -1,7 +1,7 @@
 """Search efficiency: how good a mixture CLIMB, RegMix and random search find for the same number of proxies.
 
-Objective (synthetic, known optimum): score(w) = -||w - w*||^2 + N(0, 0.002^2) per run, where w* is
-a fixed non-trivial mixture over C = 10 clusters (Dirichlet(1) draw, seed 123). The clusters and
+Objective (`climb_core.synthetic`, known optimum): score(w) = -||w - w*||^2 + N(0, 0.002^2) per run,
+where w* is a fixed non-trivial mixture over C = 10 clusters (Dirichlet(1) draw, seed 123). The clusters and
 their token prior come from the bundled demo corpus (5 domains, each split in two). Every search
 runs through the real engine (`create_search` / `run_search`, local executor, paper settings except
 n_pool_samples). Reported per strategy and budget, averaged over seeds:
@@ -28,26 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from climb_core.config import ClimbConfig  # noqa: E402
-from climb_core.proxy.types import ProxyResult  # noqa: E402
 from climb_core.search import create_search, run_search, search_runs  # noqa: E402
+from climb_core.synthetic import N_CLUSTERS, NOISE, objective, true_score, w_star  # noqa: E402
 from climb_core.workspace import Workspace  # noqa: E402
-
-N_CLUSTERS = 10
-NOISE = 0.002
-
-
-def w_star(c: int) -> np.ndarray:
-    return np.random.default_rng(123).dirichlet(np.ones(c))
-
-
-def true_score(w) -> float:
-    w = np.asarray(w, dtype=np.float64)
-    return float(-((w - w_star(len(w))) ** 2).sum())
-
-
-def objective(job) -> ProxyResult:
-    noise = np.random.default_rng(job.seed).normal(0.0, NOISE)
-    return ProxyResult(run_id=job.run_id, score=true_score(job.weights) + noise, scores={"synthetic": true_score(job.weights)})
 
 
 def build_workspace(root: Path, split: int = 2) -> Workspace:

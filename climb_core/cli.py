@@ -263,7 +263,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         config = _resolve_config(ws, args, ["search", "tokens"])
     run_stage(ws, "tokens", config, progress=not args.quiet)
     if not args.resume:
-        search_id = create_search(ws, config, name=args.name)
+        search_id = create_search(ws, config, name=args.name, search_id=args.search_id)
         _print(f"search {search_id} created")
     run_search(ws, search_id, progress=not args.quiet)
     from climb_core.search import search_report
@@ -429,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="metric for every multiple-choice target: acc, acc_norm or loglik")
     p.add_argument("--name", help="a name for the search")
     p.add_argument("--resume", metavar="SEARCH_ID", help="continue a stopped or killed search")
+    p.add_argument("--search-id", help="id for the new search (default: time and a random suffix)")
     p.add_argument("--quiet", action="store_true")
     _add_config_flags(p, ["search", "tokens"])
     p.set_defaults(fn=cmd_search)

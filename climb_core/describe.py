@@ -15,7 +15,7 @@ import pandas as pd
 from climb_core import stages
 from climb_core.config import ClimbConfig, DescribeConfig
 from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace
+from climb_core.workspace import Workspace, transaction
 
 # Words of two or more letters: numbers, years and case citations say little about a topic.
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
@@ -183,14 +183,8 @@ def describe_clusters(ws: Workspace, config: ClimbConfig, cluster_ids: list[int]
     """
     emb = embeddings if embeddings is not None else load_embeddings_or_none(ws)
     if con is None:
-        with ws.connect() as c:
-            c.begin()
-            try:
-                out = describe_clusters(ws, config, cluster_ids, con=c, embeddings=emb, progress=progress)
-                c.commit()
-            except BaseException:
-                c.rollback()
-                raise
+        with ws.connect() as c, transaction(c):
+            out = describe_clusters(ws, config, cluster_ids, con=c, embeddings=emb, progress=progress)
         return out
     if cluster_ids is None:
         cluster_ids = [r[0] for r in con.execute(

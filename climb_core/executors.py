@@ -42,6 +42,39 @@ class LocalExecutor:
         pass
 
 
+def _schedule(jobs: Iterable, workers: int, *, start: Callable[[Any], Any],
+              wait_any: Callable[[list], Iterable], outcome: Callable[[Any], Result], cancel: Callable[[Any], Any],
+              on_start: Callable | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, Result]]:
+    """The scheduling loop of the parallel executors, on their own primitives.
+
+    `start(job)` launches a job and returns its handle (hashable); `wait_any(handles)` blocks until
+    at least one has finished and returns the finished ones; `outcome(handle)` is the job's return
+    value, or the exception it ended with; `cancel(handle)` drops a job still in flight when the
+    caller closes the generator early. Keeps at most `workers` jobs in flight, calls `on_start` just
+    before each start, and once `should_stop()` is true starts nothing new but still yields what is
+    in flight (see the module docstring)."""
+    queue = list(jobs)
+    inflight: dict = {}  # handle -> job
+    try:
+        while queue or inflight:
+            if should_stop and should_stop():
+                queue.clear()
+            if not queue and not inflight:
+                break
+            while queue and len(inflight) < workers:
+                job = queue.pop(0)
+                if on_start:
+                    on_start(job)
+                inflight[start(job)] = job
+            for handle in wait_any(list(inflight)):
+                job = inflight.pop(handle)
+                yield job, outcome(handle)
+    finally:
+        for handle in inflight:
+            cancel(handle)
+
+
 def _share_cores(threads: int) -> None:
     """Pool initializer: each worker gets its share of the cores. Without it every worker's torch
     uses all cores and the oversubscribed pool runs many times slower than one process."""
@@ -75,40 +108,33 @@ class ProcessExecutor:
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
-        queue = list(jobs)
-        inflight: dict = {}
-        try:
-            while queue or inflight:
-                if should_stop and should_stop():
-                    queue.clear()
-                if not queue and not inflight:
-                    break
-                while queue and len(inflight) < self.workers:
-                    job = queue.pop(0)
-                    if on_start:
-                        on_start(job)
-                    try:
-                        fut = self._get_pool().submit(fn, job)
-                    except BrokenProcessPool:
-                        # The pool broke before its failed future was read: start a fresh one.
-                        self._drop_pool(self._pool)
-                        fut = self._get_pool().submit(fn, job)
-                    inflight[fut] = (job, self._pool)
-                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    job, pool = inflight.pop(fut)
-                    try:
-                        result = fut.result()
-                    except BrokenProcessPool as err:
-                        # A worker died (OOM, kill): the jobs of that pool fail; a fresh pool serves the rest.
-                        result = err
-                        self._drop_pool(pool)
-                    except Exception as err:  # noqa: BLE001
-                        result = err
-                    yield job, result
-        finally:
-            for fut in inflight:
-                fut.cancel()
+        pool_of: dict = {}  # future -> the pool that runs it
+
+        def start(job):
+            try:
+                fut = self._get_pool().submit(fn, job)
+            except BrokenProcessPool:
+                # The pool broke before its failed future was read: start a fresh one.
+                self._drop_pool(self._pool)
+                fut = self._get_pool().submit(fn, job)
+            pool_of[fut] = self._pool
+            return fut
+
+        def outcome(fut):
+            pool = pool_of.pop(fut)
+            try:
+                return fut.result()
+            except BrokenProcessPool as err:
+                # A worker died (OOM, kill): the jobs of that pool fail; a fresh pool serves the rest.
+                self._drop_pool(pool)
+                return err
+            except Exception as err:  # noqa: BLE001
+                return err
+
+        yield from _schedule(jobs, self.workers, start=start,
+                             wait_any=lambda futs: wait(futs, return_when=FIRST_COMPLETED)[0],
+                             outcome=outcome, cancel=lambda fut: fut.cancel(),
+                             on_start=on_start, should_stop=should_stop)
 
     def _drop_pool(self, pool) -> None:
         if pool is not None and pool is self._pool:
@@ -145,30 +171,17 @@ class RayExecutor:
                    should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, Result]]:
         ray = self.ray
         remote = ray.remote(max_retries=0)(fn)
-        queue = list(jobs)
-        inflight: dict = {}
-        try:
-            while queue or inflight:
-                if should_stop and should_stop():
-                    queue.clear()
-                if not queue and not inflight:
-                    break
-                while queue and len(inflight) < self.workers:
-                    job = queue.pop(0)
-                    if on_start:
-                        on_start(job)
-                    inflight[remote.remote(job)] = job
-                ready, _ = ray.wait(list(inflight), num_returns=1)
-                for ref in ready:
-                    job = inflight.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except Exception as err:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
-                        result = err
-                    yield job, result
-        finally:
-            for ref in inflight:
-                ray.cancel(ref, force=True)
+
+        def outcome(ref):
+            try:
+                return ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
+                return err
+
+        yield from _schedule(jobs, self.workers, start=remote.remote,
+                             wait_any=lambda refs: ray.wait(refs, num_returns=1)[0],
+                             outcome=outcome, cancel=lambda ref: ray.cancel(ref, force=True),
+                             on_start=on_start, should_stop=should_stop)
 
     def close(self) -> None:
         pass

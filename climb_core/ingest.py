@@ -20,7 +20,7 @@ from climb_core.config import ClimbConfig
 from climb_core.corpus import Batch, Source, discover_sources, input_facts, iter_batches
 from climb_core.quality import combine_quality, heuristic_quality, load_user_scorer
 from climb_core.stats import STAT_COLUMNS, batch_stats
-from climb_core.workspace import Workspace
+from climb_core.workspace import Workspace, transaction
 
 STAGE = "ingest"
 RAW_DOCS = "ingest_raw"
@@ -96,20 +96,14 @@ def _batch_frames(batch: Batch, src_idx: int, scorer, user_weight: float) -> tup
 
 
 def _store_batch(ws: Workspace, shard: str, docs: pd.DataFrame, rej: pd.DataFrame, memory_limit: str = "") -> None:
-    with _connect(ws, memory_limit) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if len(docs):
-                con.register("batch_docs", docs)
-                con.execute(f"INSERT INTO {RAW_DOCS} BY NAME SELECT * FROM batch_docs")
-            if len(rej):
-                con.register("batch_rej", rej)
-                con.execute(f"INSERT INTO {RAW_REJECTED} BY NAME SELECT * FROM batch_rej")
-            stages.mark_shard(ws, STAGE, shard, len(docs) + len(rej), {"docs": len(docs), "rejected": len(rej)}, con=con)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    with _connect(ws, memory_limit) as con, transaction(con):
+        if len(docs):
+            con.register("batch_docs", docs)
+            con.execute(f"INSERT INTO {RAW_DOCS} BY NAME SELECT * FROM batch_docs")
+        if len(rej):
+            con.register("batch_rej", rej)
+            con.execute(f"INSERT INTO {RAW_REJECTED} BY NAME SELECT * FROM batch_rej")
+        stages.mark_shard(ws, STAGE, shard, len(docs) + len(rej), {"docs": len(docs), "rejected": len(rej)}, con=con)
 
 
 def _prepare_scratch(ws: Workspace, resumed: bool) -> None:
@@ -138,55 +132,49 @@ def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, i
     every text at once).
     """
     stat_cols = ", ".join(f"r.{c}" for c in STAT_COLUMNS)
-    with _connect(ws, memory_limit) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if dedup:
-                con.execute(f"""CREATE TEMP TABLE ingest_keys AS
-                    SELECT src_idx, batch_idx, pos, row_number() OVER w AS copy_no,
-                           first_value(src_idx) OVER w AS k_src, first_value(batch_idx) OVER w AS k_batch,
-                           first_value(pos) OVER w AS k_pos
-                    FROM {RAW_DOCS} WINDOW w AS (PARTITION BY text_hash ORDER BY {_ORDER})""")
-            else:
-                con.execute(f"""CREATE TEMP TABLE ingest_keys AS
-                    SELECT src_idx, batch_idx, pos, 1 AS copy_no, src_idx AS k_src, batch_idx AS k_batch,
-                           pos AS k_pos FROM {RAW_DOCS}""")
-            con.execute(f"""CREATE TEMP TABLE ingest_order AS
-                SELECT src_idx, batch_idx, pos, row_number() OVER (ORDER BY {_ORDER}) - 1 AS doc_idx
-                FROM ingest_keys WHERE copy_no = 1""")
-            con.execute("DELETE FROM documents")
-            con.execute("DELETE FROM doc_stats")
-            con.execute("DELETE FROM rejected WHERE stage = ?", [STAGE])
-            con.execute(f"""INSERT INTO rejected
-                SELECT source_file, source_line, doc_id, reason, detail, '{STAGE}' FROM {RAW_REJECTED}
-                ORDER BY {_ORDER}""")
-            con.execute(f"""INSERT INTO rejected
-                SELECT d.source_file, d.source_line, d.doc_id, 'duplicate',
-                       'duplicate of ' || k.doc_id || ' (' || k.source_file || ' line ' || k.source_line || ')', '{STAGE}'
-                FROM ingest_keys x
-                JOIN {RAW_DOCS} d ON d.src_idx = x.src_idx AND d.batch_idx = x.batch_idx AND d.pos = x.pos
-                JOIN {RAW_DOCS} k ON k.src_idx = x.k_src AND k.batch_idx = x.k_batch AND k.pos = x.k_pos
-                WHERE x.copy_no > 1 ORDER BY x.src_idx, x.batch_idx, x.pos""")
-            batches = con.execute("SELECT DISTINCT src_idx, batch_idx FROM ingest_order ORDER BY ALL").fetchall()
-            for src_idx, batch_idx in batches:
-                where = "src_idx = ? AND batch_idx = ?"
-                join = (f"FROM (SELECT * FROM {RAW_DOCS} WHERE {where}) r "
-                        f"JOIN (SELECT * FROM ingest_order WHERE {where}) o USING (src_idx, batch_idx, pos) ORDER BY o.doc_idx")
-                params = [src_idx, batch_idx, src_idx, batch_idx]
-                con.execute(f"""INSERT INTO documents SELECT o.doc_idx, r.doc_id, r.text, r.source_file, r.source_line,
-                                r.text_hash, r.preset_cluster, r.meta_json {join}""", params)
-                con.execute(f"""INSERT INTO doc_stats SELECT o.doc_idx, {stat_cols}, r.quality_heuristic,
-                                r.quality_user, r.quality {join}""", params)
-            n_docs = con.execute("SELECT count(*) FROM ingest_order").fetchone()[0]
-            n_dups = con.execute("SELECT count(*) FROM ingest_keys WHERE copy_no > 1").fetchone()[0]
-            reasons = dict(con.execute(f"SELECT reason, count(*) FROM {RAW_REJECTED} GROUP BY reason").fetchall())
-            # The scratch rows are now in the catalogue proper; keep the file small.
-            con.execute(f"DELETE FROM {RAW_DOCS}")
-            con.execute(f"DELETE FROM {RAW_REJECTED}")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    with _connect(ws, memory_limit) as con, transaction(con):
+        if dedup:
+            con.execute(f"""CREATE TEMP TABLE ingest_keys AS
+                SELECT src_idx, batch_idx, pos, row_number() OVER w AS copy_no,
+                       first_value(src_idx) OVER w AS k_src, first_value(batch_idx) OVER w AS k_batch,
+                       first_value(pos) OVER w AS k_pos
+                FROM {RAW_DOCS} WINDOW w AS (PARTITION BY text_hash ORDER BY {_ORDER})""")
+        else:
+            con.execute(f"""CREATE TEMP TABLE ingest_keys AS
+                SELECT src_idx, batch_idx, pos, 1 AS copy_no, src_idx AS k_src, batch_idx AS k_batch,
+                       pos AS k_pos FROM {RAW_DOCS}""")
+        con.execute(f"""CREATE TEMP TABLE ingest_order AS
+            SELECT src_idx, batch_idx, pos, row_number() OVER (ORDER BY {_ORDER}) - 1 AS doc_idx
+            FROM ingest_keys WHERE copy_no = 1""")
+        con.execute("DELETE FROM documents")
+        con.execute("DELETE FROM doc_stats")
+        con.execute("DELETE FROM rejected WHERE stage = ?", [STAGE])
+        con.execute(f"""INSERT INTO rejected
+            SELECT source_file, source_line, doc_id, reason, detail, '{STAGE}' FROM {RAW_REJECTED}
+            ORDER BY {_ORDER}""")
+        con.execute(f"""INSERT INTO rejected
+            SELECT d.source_file, d.source_line, d.doc_id, 'duplicate',
+                   'duplicate of ' || k.doc_id || ' (' || k.source_file || ' line ' || k.source_line || ')', '{STAGE}'
+            FROM ingest_keys x
+            JOIN {RAW_DOCS} d ON d.src_idx = x.src_idx AND d.batch_idx = x.batch_idx AND d.pos = x.pos
+            JOIN {RAW_DOCS} k ON k.src_idx = x.k_src AND k.batch_idx = x.k_batch AND k.pos = x.k_pos
+            WHERE x.copy_no > 1 ORDER BY x.src_idx, x.batch_idx, x.pos""")
+        batches = con.execute("SELECT DISTINCT src_idx, batch_idx FROM ingest_order ORDER BY ALL").fetchall()
+        for src_idx, batch_idx in batches:
+            where = "src_idx = ? AND batch_idx = ?"
+            join = (f"FROM (SELECT * FROM {RAW_DOCS} WHERE {where}) r "
+                    f"JOIN (SELECT * FROM ingest_order WHERE {where}) o USING (src_idx, batch_idx, pos) ORDER BY o.doc_idx")
+            params = [src_idx, batch_idx, src_idx, batch_idx]
+            con.execute(f"""INSERT INTO documents SELECT o.doc_idx, r.doc_id, r.text, r.source_file, r.source_line,
+                            r.text_hash, r.preset_cluster, r.meta_json {join}""", params)
+            con.execute(f"""INSERT INTO doc_stats SELECT o.doc_idx, {stat_cols}, r.quality_heuristic,
+                            r.quality_user, r.quality {join}""", params)
+        n_docs = con.execute("SELECT count(*) FROM ingest_order").fetchone()[0]
+        n_dups = con.execute("SELECT count(*) FROM ingest_keys WHERE copy_no > 1").fetchone()[0]
+        reasons = dict(con.execute(f"SELECT reason, count(*) FROM {RAW_REJECTED} GROUP BY reason").fetchall())
+        # The scratch rows are now in the catalogue proper; keep the file small.
+        con.execute(f"DELETE FROM {RAW_DOCS}")
+        con.execute(f"DELETE FROM {RAW_REJECTED}")
     return {"documents": int(n_docs), "duplicates": int(n_dups), **{f"rejected:{k}": int(v) for k, v in reasons.items()}}
 
 

@@ -188,41 +188,23 @@ def start_stage_job(ws: Workspace, stage: str, force: bool = False) -> str:
     return start_job(ws, stage, argv, {"stage": stage})
 
 
-def start_search_job(ws: Workspace, config, name: str | None = None) -> str | None:
-    """Create the search in the catalogue (so it is listed at once), then run it in a background worker.
+def start_search_job(ws: Workspace, config, name: str | None = None) -> str:
+    """Start a new search in a background worker and return its id at once.
 
-    Returns the search id. When the search cannot be created yet because the clusters' token files
-    are missing or stale (a cluster edit since `climb tokens`), the worker is started as a plain
-    `climb search --config ...`, which re-tokenises first and then creates the search; the id is then
-    not known yet and None is returned (`job_for_search` and `pending_search_jobs` find it later).
+    The worker (`climb search --config ... --search-id ID`) re-tokenises the clusters if they changed
+    since `climb tokens`, then creates the search under ID, so the page can follow it straight away.
     """
     from climb_core.config import save_config
-    from climb_core.search import create_search
-    from climb_core.stages import StageError
+    from climb_core.search import new_search_id
 
-    try:
-        search_id = create_search(ws, config, name=name or None)
-    except StageError as err:
-        if "token" not in str(err):
-            raise
-        job_id = f"search-config-{_now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-        cfg_path = ws.logs_dir / f"{job_id}.toml"
-        save_config(config, cfg_path)
-        argv = _climb("search", str(ws.root), "--config", str(cfg_path), "--quiet")
-        if name:
-            argv += ["--name", name]
-        start_job(ws, "search", argv, {"name": name, "retokenise": True})
-        return None
-    resume_search_job(ws, search_id)
+    search_id = new_search_id()
+    cfg_path = ws.logs_dir / f"search-{search_id}.toml"
+    save_config(config, cfg_path)
+    argv = _climb("search", str(ws.root), "--config", str(cfg_path), "--search-id", search_id, "--quiet")
+    if name:
+        argv += ["--name", name]
+    start_job(ws, "search", argv, {"search_id": search_id, "name": name})
     return search_id
-
-
-def _created_search_id(log_path: str | None) -> str | None:
-    """The id a `climb search` worker printed when it created its search ("search ID created")."""
-    import re
-
-    m = re.search(r"^search (\S+) created", log_tail(log_path, None, n_lines=200) if log_path else "", re.M)
-    return m.group(1) if m else None
 
 
 def resume_search_job(ws: Workspace, search_id: str) -> str:
@@ -235,7 +217,7 @@ def job_for_search(ws: Workspace, search_id: str) -> dict[str, Any] | None:
     """The newest job that ran this search, refreshed, or None."""
     for row in _rows(ws, "WHERE kind = 'search'"):
         args = json.loads(row["args_json"]) if row.get("args_json") else {}
-        sid = args.get("search_id") or _created_search_id(row.get("log_path"))
+        sid = args.get("search_id")
         if sid == search_id:
             return _refresh(ws, row)
     return None

@@ -21,7 +21,7 @@ import pandas as pd
 from climb_core import stages
 from climb_core.config import ClimbConfig
 from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace
+from climb_core.workspace import Workspace, transaction
 
 REFINED_TABLES = ["clusters", "doc_clusters", "cluster_edges", "edits", "edit_cluster_before",
                   "edit_doc_moves", "representatives"]
@@ -88,19 +88,13 @@ class _Edit:
 
 @contextlib.contextmanager
 def _edit(ws: Workspace, op: str, args: dict, source: str) -> Iterator[_Edit]:
-    with ws.connect() as con:
-        con.begin()
-        try:
-            edit_id = int(con.execute("SELECT coalesce(max(edit_id), 0) + 1 FROM edits").fetchall()[0][0])
-            ed = _Edit(con, edit_id)
-            yield ed
-            con.execute("INSERT INTO edits (edit_id, ts, op, args_json, source, undone, summary) "
-                        "VALUES (?, ?, ?, ?, ?, FALSE, ?)",
-                        [edit_id, dt.datetime.now(), op, json.dumps(args, default=int), source, ed.summary])
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
+    with ws.connect() as con, transaction(con):
+        edit_id = int(con.execute("SELECT coalesce(max(edit_id), 0) + 1 FROM edits").fetchall()[0][0])
+        ed = _Edit(con, edit_id)
+        yield ed
+        con.execute("INSERT INTO edits (edit_id, ts, op, args_json, source, undone, summary) "
+                    "VALUES (?, ?, ?, ?, ?, FALSE, ?)",
+                    [edit_id, dt.datetime.now(), op, json.dumps(args, default=int), source, ed.summary])
 
 
 def _clusters(con, ids: list[int]) -> pd.DataFrame:
@@ -378,40 +372,33 @@ def undo(ws: Workspace, *, config: ClimbConfig | None = None) -> dict | None:
 
     Restored clusters that had never been described (e.g. members of an automatic merge made
     before the describe stage ran) are described, so they come back with labels."""
-    with ws.connect() as con:
-        con.begin()
-        try:
-            rows = con.execute("SELECT edit_id, op, source, summary FROM edits WHERE NOT undone "
-                               "ORDER BY edit_id DESC LIMIT 1").fetchall()
-            if not rows:
-                con.rollback()
-                return None
-            row = rows[0]
-            edit_id = int(row[0])
-            touched = "SELECT cluster_id FROM edit_cluster_before WHERE edit_id = ?"
-            con.execute("""UPDATE doc_clusters SET cluster_id = m.from_cluster FROM edit_doc_moves m
-                           WHERE m.edit_id = ? AND doc_clusters.doc_idx = m.doc_idx""", [edit_id])
-            con.execute(f"DELETE FROM clusters WHERE cluster_id IN ({touched})", [edit_id])
-            con.execute(f"DELETE FROM representatives WHERE cluster_id IN ({touched})", [edit_id])
-            con.execute(f"""INSERT INTO clusters BY NAME
-                SELECT unnest(json_transform(row_json, '{_json_type(con, "clusters")}'))
-                FROM edit_cluster_before WHERE edit_id = ? AND existed""", [edit_id])
-            con.execute(f"""INSERT INTO representatives
-                SELECT b.cluster_id, r.rank, r.doc_idx, r.distance
-                FROM edit_cluster_before b,
-                     unnest(json_transform(json_extract(b.row_json, '$.representatives'), '{REP_JSON_TYPE}')) AS t(r)
-                WHERE b.edit_id = ? AND b.existed""", [edit_id])
-            con.execute("DELETE FROM cluster_edges WHERE edit_id = ?", [edit_id])
-            con.execute("UPDATE edits SET undone = TRUE, undone_at = ? WHERE edit_id = ?", [dt.datetime.now(), edit_id])
-            bare = [r[0] for r in con.execute(f"""
-                SELECT cluster_id FROM clusters WHERE cluster_id IN ({touched}) AND keywords IS NULL
-                AND cluster_id IN (SELECT cluster_id FROM doc_clusters)""", [edit_id]).fetchall()]
-            if bare:
-                _describe(ws, con, config, bare)
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
+    with ws.connect() as con, transaction(con):
+        rows = con.execute("SELECT edit_id, op, source, summary FROM edits WHERE NOT undone "
+                           "ORDER BY edit_id DESC LIMIT 1").fetchall()
+        if not rows:
+            return None
+        row = rows[0]
+        edit_id = int(row[0])
+        touched = "SELECT cluster_id FROM edit_cluster_before WHERE edit_id = ?"
+        con.execute("""UPDATE doc_clusters SET cluster_id = m.from_cluster FROM edit_doc_moves m
+                       WHERE m.edit_id = ? AND doc_clusters.doc_idx = m.doc_idx""", [edit_id])
+        con.execute(f"DELETE FROM clusters WHERE cluster_id IN ({touched})", [edit_id])
+        con.execute(f"DELETE FROM representatives WHERE cluster_id IN ({touched})", [edit_id])
+        con.execute(f"""INSERT INTO clusters BY NAME
+            SELECT unnest(json_transform(row_json, '{_json_type(con, "clusters")}'))
+            FROM edit_cluster_before WHERE edit_id = ? AND existed""", [edit_id])
+        con.execute(f"""INSERT INTO representatives
+            SELECT b.cluster_id, r.rank, r.doc_idx, r.distance
+            FROM edit_cluster_before b,
+                 unnest(json_transform(json_extract(b.row_json, '$.representatives'), '{REP_JSON_TYPE}')) AS t(r)
+            WHERE b.edit_id = ? AND b.existed""", [edit_id])
+        con.execute("DELETE FROM cluster_edges WHERE edit_id = ?", [edit_id])
+        con.execute("UPDATE edits SET undone = TRUE, undone_at = ? WHERE edit_id = ?", [dt.datetime.now(), edit_id])
+        bare = [r[0] for r in con.execute(f"""
+            SELECT cluster_id FROM clusters WHERE cluster_id IN ({touched}) AND keywords IS NULL
+            AND cluster_id IN (SELECT cluster_id FROM doc_clusters)""", [edit_id]).fetchall()]
+        if bare:
+            _describe(ws, con, config, bare)
     return {"edit_id": edit_id, "op": row[1], "source": row[2], "summary": row[3]}
 
 

@@ -13,6 +13,7 @@ trains.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -29,7 +30,7 @@ import pandas as pd
 from climb_core.config import ClimbConfig, config_from_dict
 from climb_core.mixtures import natural_mixture, sample_mixtures, uniform_mixture
 from climb_core.predictor import evaluate
-from climb_core.workspace import Workspace
+from climb_core.workspace import Workspace, transaction
 
 STRATEGIES = ("climb", "regmix", "random", "uniform", "natural")
 
@@ -90,8 +91,14 @@ def cluster_prior(ws: Workspace) -> tuple[list[int], np.ndarray]:
     return estimated_prior(ws)
 
 
-def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None) -> str:
-    """Record a new search: a snapshot of the active clusters, their labels and prior, and the config."""
+def new_search_id() -> str:
+    return f"{_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None, search_id: str | None = None) -> str:
+    """Record a new search: a snapshot of the active clusters, their labels and prior, and the config.
+
+    `search_id` lets a caller (the dashboard) name the search before a worker process creates it."""
     strategy = config.search.strategy
     if strategy not in STRATEGIES:
         raise SearchError(f"unknown search.strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
@@ -103,7 +110,9 @@ def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None
     labels = dict(ws.query_df("SELECT cluster_id, coalesce(label, auto_label, '') AS label FROM clusters "
                               "WHERE state = 'active'").itertuples(index=False, name=None))
     now = _now()
-    search_id = f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    search_id = search_id or new_search_id()
+    if ws.scalar("SELECT count(*) FROM searches WHERE search_id = ?", [search_id]):
+        raise SearchError(f"a search {search_id!r} already exists; continue it with --resume")
     name = name or config.search.name or f"{strategy} {now:%Y-%m-%d %H:%M}"
     target = [dict(vars(s)) for s in config.target.specs]
     with ws.connect() as con:
@@ -278,23 +287,11 @@ def _insert_report(con, search_id: str, rnd: int, report: dict) -> None:
                  report["importance"], _now()])
 
 
-class ws_tx:
+@contextlib.contextmanager
+def ws_tx(ws: Workspace):
     """A short-lived connection wrapped in one transaction (all or nothing, even under kill -9)."""
-
-    def __init__(self, ws: Workspace):
-        self._cm = ws.connect()
-
-    def __enter__(self):
-        self.con = self._cm.__enter__()
-        self.con.execute("BEGIN TRANSACTION")
-        return self.con
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            self.con.execute("ROLLBACK" if exc_type else "COMMIT")
-        finally:
-            self._cm.__exit__(exc_type, exc, tb)
-        return False
+    with ws.connect() as con, transaction(con):
+        yield con
 
 
 # --------------------------------------------------------------------------- training

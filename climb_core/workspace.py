@@ -111,6 +111,18 @@ def _is_lock_error(err: Exception) -> bool:
     return "lock" in text or "conflicting" in text or "being used by another process" in text
 
 
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction on `con`: committed when the block ends, rolled back when it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
 @dataclass
 class Workspace:
     root: Path

@@ -12,7 +12,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from climb_core import cluster, embed, stages
 from climb_core.stages import StageError
 from climb_core.workspace import Workspace
-from tests.test_embed import demo_rows, make_workspace, test_config
+from tests.helpers import demo_rows, documents_workspace, embed_config
 
 N_DOCS = 240
 # Measured on these 240 documents with k=5, seed 0: faiss 0.80, sklearn 0.83. The floor sits below.
@@ -26,8 +26,8 @@ def rows():
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory, rows):
-    config = test_config(**{"cluster.k": 5, "embed.shard_size": 100})
-    ws = make_workspace(tmp_path_factory.mktemp("clu") / "ws", rows, config)
+    config = embed_config(**{"cluster.k": 5, "embed.shard_size": 100})
+    ws = documents_workspace(tmp_path_factory.mktemp("clu") / "ws", rows, config)
     embed.run_embed(ws, config, progress=False)
     return ws, config
 
@@ -138,8 +138,8 @@ def test_empty_clusters_are_dropped_and_renumbered(ws_copy, monkeypatch):
 def test_preset_clusters_skip_kmeans(rows, tmp_path, monkeypatch):
     """A pre-clustered corpus: its clusters, names kept; mean-embedding centroids when embedded."""
     sub = rows[:120]
-    config = test_config()
-    ws = make_workspace(tmp_path / "ws", sub, config, preset="domain")
+    config = embed_config()
+    ws = documents_workspace(tmp_path / "ws", sub, config, preset="domain")
     monkeypatch.setattr(cluster, "kmeans_fit", lambda *a, **k: pytest.fail("k-means ran on a preset corpus"))
     # Without embeddings: clusters but no centroids or distances.
     out = cluster.run_cluster(ws, config, progress=False)
@@ -167,8 +167,8 @@ def test_numeric_preset_names_sort_numerically():
 
 
 def test_missing_embeddings_is_a_clear_error(rows, tmp_path):
-    config = test_config()
-    ws = make_workspace(tmp_path / "ws", rows[:10], config)
+    config = embed_config()
+    ws = documents_workspace(tmp_path / "ws", rows[:10], config)
     with pytest.raises(StageError, match="climb embed"):
         cluster.run_cluster(ws, config, progress=False)
     assert stages.stage_record(ws, "cluster") is None

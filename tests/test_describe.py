@@ -9,8 +9,8 @@ import pytest
 
 from climb_core import refine
 from climb_core.describe import ctfidf_keywords, describe_clusters, run_describe
-from tests.test_refine import (assert_invariants, build_base_workspace, build_refined_workspace, copy_ws,
-                               make_config)
+from tests.helpers import (assert_invariants, build_base_workspace, build_refined_workspace, copy_ws,
+                           refine_config)
 
 LEGAL_WORDS = {"court", "tribunal", "appeal", "appellant", "applicant", "respondent", "judge", "federal",
                "proceedings", "magistrate", "honour", "fca", "application", "minister", "act"}
@@ -27,7 +27,7 @@ def ws(tmp_path_factory, tmp_path):
 def base_described(tmp_path_factory, tmp_path):
     """The 12 k-means clusters, unmerged, described."""
     ws = copy_ws(build_base_workspace(tmp_path_factory), tmp_path / "base")
-    config = make_config(**{"prune.min_size": 0, "merge.target_clusters": 0})
+    config = refine_config(**{"prune.min_size": 0, "merge.target_clusters": 0})
     refine.run_refine(ws, config, progress=False)
     run_describe(ws, config, progress=False)
     return ws
@@ -85,7 +85,7 @@ def test_without_embeddings_representatives_follow_kmeans_distance(base_describe
     shutil.rmtree(ws.embeddings_dir)
     ws.embeddings_dir.mkdir()
     cid = _cluster_with_most(ws, "legal")
-    describe_clusters(ws, make_config(), [cid])
+    describe_clusters(ws, refine_config(), [cid])
     got = ws.query_df("SELECT doc_idx FROM representatives WHERE cluster_id = ? ORDER BY rank", [cid])["doc_idx"]
     expect = ws.query_df("""SELECT a.doc_idx FROM assignments a JOIN doc_clusters dc USING (doc_idx)
                             WHERE dc.cluster_id = ? ORDER BY a.distance, a.doc_idx LIMIT 5""", [cid])["doc_idx"]
@@ -93,7 +93,7 @@ def test_without_embeddings_representatives_follow_kmeans_distance(base_describe
 
 
 def test_edit_describes_new_cluster_and_stage_reruns(ws):
-    config = make_config()
+    config = refine_config()
     assert run_describe(ws, config, progress=False).skipped
     a, b = refine.active_clusters(ws)["cluster_id"].astype(int).tolist()[:2]
     new_id = refine.merge_clusters(ws, [a, b], config=config)

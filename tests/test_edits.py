@@ -8,7 +8,7 @@ import pytest
 
 from climb_core import refine
 from climb_core.refine import ClusterEditError
-from tests.test_refine import assert_invariants, build_refined_workspace, copy_ws, snapshot
+from tests.helpers import assert_invariants, build_refined_workspace, copy_ws, refine_config, snapshot
 
 
 @pytest.fixture
@@ -134,9 +134,8 @@ def test_user_labels_survive_merges(ws):
     # An explicit label wins; the describe stage does not overwrite user labels.
     named = refine.merge_clusters(ws, [merged, _active(ws)[-1]], label="Mixed")
     from climb_core.describe import run_describe
-    from tests.test_refine import make_config
 
-    run_describe(ws, make_config(), progress=False)
+    run_describe(ws, refine_config(), progress=False)
     assert _row(ws, named)["label"] == "Mixed"
 
 

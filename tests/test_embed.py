@@ -2,50 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from climb_core import embed, stages
-from climb_core.config import ClimbConfig, with_overrides
 from climb_core.stages import StageError
 from climb_core.workspace import Workspace
+from tests.helpers import demo_rows, documents_workspace, embed_config
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo_corpus.jsonl.gz"
 N_DOCS = 150
-
-
-def demo_rows(n: int, start: int = 0) -> list[dict]:
-    with gzip.open(DEMO, "rt", encoding="utf-8") as fh:
-        lines = fh.readlines()[start:start + n]
-    return [json.loads(line) for line in lines]
-
-
-def make_workspace(root: Path, rows: list[dict], config: ClimbConfig, preset: str | None = None) -> Workspace:
-    """A workspace whose documents table is filled directly (not through ingest) from demo rows."""
-    ws = Workspace.init(root, config)
-    df = pd.DataFrame({
-        "doc_idx": np.arange(len(rows), dtype=np.int64), "doc_id": [r["id"] for r in rows],
-        "text": [r["text"] for r in rows], "source_file": "demo", "source_line": np.arange(len(rows)),
-        "preset_cluster": [r[preset] for r in rows] if preset else [None] * len(rows)})
-    with ws.connect() as con:
-        con.register("df", df)
-        con.execute("INSERT INTO documents SELECT doc_idx, doc_id, text, source_file, source_line, NULL, "
-                    "CAST(preset_cluster AS VARCHAR), NULL FROM df")
-    return ws
-
-
-def test_config(**overrides) -> ClimbConfig:
-    base = {"embed.max_seq_length": 128, "embed.shard_size": 64, "embed.batch_size": 32}
-    base.update(overrides)
-    return with_overrides(ClimbConfig(), base)
-
-
-test_config.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +21,8 @@ def rows():
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory, rows):
     """One uninterrupted run, shared by the read-only tests."""
-    config = test_config()
-    ws = make_workspace(tmp_path_factory.mktemp("emb") / "ws", rows, config)
+    config = embed_config()
+    ws = documents_workspace(tmp_path_factory.mktemp("emb") / "ws", rows, config)
     outcome = embed.run_embed(ws, config, progress=False)
     return ws, config, outcome
 
@@ -100,7 +65,7 @@ def test_second_run_is_skipped(embedded):
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(embedded, rows, tmp_path, monkeypatch):
     ws_ref, config, _ = embedded
-    ws = make_workspace(tmp_path / "ws", rows, config)
+    ws = documents_workspace(tmp_path / "ws", rows, config)
     real = embed._embed_shard
     calls: list[int] = []
 
@@ -133,8 +98,8 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(embedded, rows, tmp_pat
 
 
 def test_new_config_starts_clean_and_float32(rows, tmp_path):
-    config = test_config(**{"embed.dtype": "float32", "embed.shard_size": 100})
-    ws = make_workspace(tmp_path / "ws", rows[:40], config)
+    config = embed_config(**{"embed.dtype": "float32", "embed.shard_size": 100})
+    ws = documents_workspace(tmp_path / "ws", rows[:40], config)
     (ws.embeddings_dir / "shard-00007.npy").write_bytes(b"stale")  # left by an older, larger run
     embed.run_embed(ws, config, progress=False)
     assert [p.name for p in ws.embeddings_dir.glob("*.npy")] == ["shard-00000.npy"]
@@ -142,8 +107,8 @@ def test_new_config_starts_clean_and_float32(rows, tmp_path):
 
 
 def test_preset_clusters_do_not_stop_embedding(rows, tmp_path):
-    config = test_config()
-    ws = make_workspace(tmp_path / "ws", rows[:20], config, preset="domain")
+    config = embed_config()
+    ws = documents_workspace(tmp_path / "ws", rows[:20], config, preset="domain")
     assert embed.run_embed(ws, config, progress=False).rows_out == 20
     assert embed.load_embeddings(ws).shape == (20, 384)
 
@@ -170,6 +135,6 @@ def test_model_names_resolve_to_the_packaged_encoder():
 
 
 def test_unknown_model_offline_is_a_clear_error():
-    cfg = test_config(**{"embed.model": "no-such-org/no-such-model-xyz"}).embed
+    cfg = embed_config(**{"embed.model": "no-such-org/no-such-model-xyz"}).embed
     with pytest.raises(embed.EncoderError, match="offline"):
         embed.load_encoder(cfg)

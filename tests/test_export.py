@@ -9,20 +9,21 @@ import pytest
 
 from climb_core.export import ExportError, export_search
 from climb_core.search import create_search, run_search
-from test_search import build_domain_workspace, make_config, objective
+from climb_core.synthetic import objective
+from tests.helpers import build_domain_workspace, search_config
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     ws = build_domain_workspace(tmp_path_factory.mktemp("export") / "ws")
-    sid = create_search(ws, make_config("random", 4))
+    sid = create_search(ws, search_config("random", 4))
     run_search(ws, sid, objective=objective, progress=False)
     return ws, sid
 
 
 def test_export_final_mixture(searched, tmp_path):
     ws, sid = searched
-    cfg = make_config("random", 4)
+    cfg = search_config("random", 4)
     cfg.export.shard_docs = 100
     m = export_search(ws, sid, tmp_path / "out", tokens=200_000, config=cfg)
     out = tmp_path / "out"
@@ -66,6 +67,6 @@ def test_small_cluster_repeats_with_epochs(searched, tmp_path):
 
 def test_unfinished_search_needs_best(searched):
     ws, _ = searched
-    sid = create_search(ws, make_config("random", 2))
+    sid = create_search(ws, search_config("random", 2))
     with pytest.raises(ExportError, match="which='best'"):
         export_search(ws, sid, None, tokens=1000)

@@ -10,7 +10,7 @@ import pytest
 
 from climb_core import cluster, embed, project2d
 from climb_core.config import MapConfig
-from tests.test_embed import demo_rows, make_workspace, test_config
+from tests.helpers import demo_rows, documents_workspace, embed_config
 
 N_DOCS = 240
 
@@ -22,8 +22,8 @@ def rows():
 
 @pytest.fixture(scope="module")
 def mapped(tmp_path_factory, rows):
-    config = test_config(**{"cluster.k": 8, "map.n_neighbors": 10})
-    ws = make_workspace(tmp_path_factory.mktemp("map") / "ws", rows, config)
+    config = embed_config(**{"cluster.k": 8, "map.n_neighbors": 10})
+    ws = documents_workspace(tmp_path_factory.mktemp("map") / "ws", rows, config)
     embed.run_embed(ws, config, progress=False)
     cluster.run_cluster(ws, config, progress=False)
     outcome = project2d.run_map(ws, config, progress=False)

@@ -1,14 +1,14 @@
 """The search engine on a cheap objective with a known optimum: strategies, resume after kill -9,
 executors, failures, cancel.
 
-Objective: score(w) = -||w - w*||^2 + N(0, 0.002^2) (noise seeded by the run's seed, so a re-run
-gives the same score), w* a fixed Dirichlet(1) draw over the clusters. The workspace holds the real
-demo corpus, clustered by its true `domain` field split in two (10 clusters), set directly by SQL.
+Objective (`climb_core.synthetic`): score(w) = -||w - w*||^2 + N(0, 0.002^2) (noise seeded by the
+run's seed, so a re-run gives the same score), w* a fixed Dirichlet(1) draw over the clusters. The
+workspace (`tests.helpers.build_domain_workspace`) holds the real demo corpus, clustered by its true
+`domain` field split in two (10 clusters), set directly by SQL.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
@@ -18,36 +18,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from climb_core.config import ClimbConfig
 from climb_core.proxy.types import ProxyResult
 from climb_core.search import (cancel_search, create_search, list_searches, round_sizes, run_search,
                                search_report, search_runs)
+from climb_core.synthetic import objective, true_score
 from climb_core.workspace import Workspace
+from tests.helpers import build_domain_workspace, search_config
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
 # ----------------------------------------------------------------------------- objectives (picklable)
-
-def w_star(c: int) -> np.ndarray:
-    return np.random.default_rng(123).dirichlet(np.ones(c))
-
-
-def true_score(w) -> float:
-    w = np.asarray(w, dtype=np.float64)
-    return float(-((w - w_star(len(w))) ** 2).sum())
-
-
-def objective(job) -> ProxyResult:
-    noise = np.random.default_rng(job.seed).normal(0.0, 0.002)
-    return ProxyResult(run_id=job.run_id, score=true_score(job.weights) + noise,
-                       scores={"synthetic": true_score(job.weights)}, loss_curve=[3.0, 2.5], epochs={0: 1.0},
-                       tokens=1000, wall_s=0.01, host="test")
-
 
 def slow_counting_objective(job) -> ProxyResult:
     """Sleeps, and logs 'start'/'end' per run to $CLIMB_TEST_CALLS so the test can see every training."""
@@ -86,43 +70,9 @@ def cancelling_objective(job) -> ProxyResult:
 
 # ----------------------------------------------------------------------------- workspace
 
-def build_domain_workspace(root: Path, split: int = 2) -> Workspace:
-    """Demo corpus documents with clusters = true domain x `split` (set by SQL, no pipeline)."""
-    ws = Workspace.init(root)
-    with gzip.open(REPO / "data" / "demo_corpus.jsonl.gz", "rt", encoding="utf-8") as fh:
-        recs = [json.loads(line) for line in fh]
-    domains = sorted({r["domain"] for r in recs})
-    df = pd.DataFrame({"doc_idx": np.arange(len(recs)), "doc_id": [r["id"] for r in recs],
-                       "text": [r["text"] for r in recs]})
-    df["ntok"] = (df["text"].str.len() // 4).astype("int64")
-    df["cluster_id"] = [domains.index(r["domain"]) * split + i % split for i, r in enumerate(recs)]
-    cl = pd.DataFrame({"cluster_id": np.arange(len(domains) * split)})
-    cl["label"] = [f"{domains[c // split]}-{c % split}" for c in cl["cluster_id"]]
-    with ws.connect() as con:
-        con.register("df", df)
-        con.register("cl", cl)
-        con.execute("INSERT INTO documents (doc_idx, doc_id, text) SELECT doc_idx, doc_id, text FROM df")
-        con.execute("INSERT INTO doc_stats (doc_idx, n_tokens_est) SELECT doc_idx, ntok FROM df")
-        con.execute("INSERT INTO doc_clusters SELECT doc_idx, cluster_id FROM df")
-        con.execute("INSERT INTO clusters (cluster_id, label, state) SELECT cluster_id, label, 'active' FROM cl")
-    return ws
-
-
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Workspace:
     return build_domain_workspace(tmp_path_factory.mktemp("search") / "ws")
-
-
-def make_config(strategy: str, budget: int, seed: int = 0, **search) -> ClimbConfig:
-    cfg = ClimbConfig()
-    cfg.search.strategy = strategy
-    cfg.search.budget = budget
-    cfg.search.seed = seed
-    cfg.search.n_pool_samples = 5000
-    cfg.predictor.seed = seed
-    for k, v in search.items():
-        setattr(cfg.search, k, v)
-    return cfg
 
 
 def run_set(ws: Workspace, sid: str) -> set:
@@ -142,13 +92,13 @@ def test_round_sizes():
 
 
 def test_prior_snapshot_and_fixed_strategies(ws):
-    sid = create_search(ws, make_config("natural", 5), name="nat")
+    sid = create_search(ws, search_config("natural", 5), name="nat")
     s = run_search(ws, sid, objective=objective, progress=False)
     rep = search_report(ws, sid)
     assert s.status == "done" and s.n_runs == 1
     assert rep["cluster_labels"][0].endswith("-0") and len(rep["cluster_ids"]) == 10
     assert np.allclose(s.final_weights, rep["prior"])
-    u = run_search(ws, create_search(ws, make_config("uniform", 5)), objective=objective, progress=False)
+    u = run_search(ws, create_search(ws, search_config("uniform", 5)), objective=objective, progress=False)
     assert np.allclose(u.final_weights, 0.1)
 
 
@@ -163,7 +113,7 @@ def test_climb_and_regmix_beat_random(ws):
     spearmans = []
     for seed in range(3):
         for strategy in finals:
-            sid = create_search(ws, make_config(strategy, 32, seed, n_pool_samples=20_000))
+            sid = create_search(ws, search_config(strategy, 32, seed, n_pool_samples=20_000))
             s = run_search(ws, sid, objective=objective, progress=False)
             assert s.status == "done" and s.n_done == 32
             finals[strategy].append(true_score(s.final_weights))
@@ -187,7 +137,7 @@ def test_climb_and_regmix_beat_random(ws):
 
 
 def test_failed_job_is_recorded_and_search_continues(ws):
-    sid = create_search(ws, make_config("random", 5))
+    sid = create_search(ws, search_config("random", 5))
     s = run_search(ws, sid, objective=flaky_objective, progress=False)
     runs = search_runs(ws, sid).set_index("idx")
     assert s.status == "done" and s.n_done == 4 and s.n_failed == 1
@@ -196,10 +146,10 @@ def test_failed_job_is_recorded_and_search_continues(ws):
 
 
 def test_process_executor(ws):
-    sid = create_search(ws, make_config("random", 4, executor="process", workers=2))
+    sid = create_search(ws, search_config("random", 4, executor="process", workers=2))
     s = run_search(ws, sid, objective=objective, progress=False)
     assert s.status == "done" and s.n_done == 4
-    local = create_search(ws, make_config("random", 4))
+    local = create_search(ws, search_config("random", 4))
     run_search(ws, local, objective=objective, progress=False)
     # Same seed, other executor: the same runs with the same scores.
     a, b = search_runs(ws, sid), search_runs(ws, local)
@@ -208,7 +158,7 @@ def test_process_executor(ws):
 
 
 def test_killed_worker_is_a_failed_run(ws):
-    sid = create_search(ws, make_config("random", 5, executor="process", workers=2))
+    sid = create_search(ws, search_config("random", 5, executor="process", workers=2))
     s = run_search(ws, sid, objective=dying_objective, progress=False)
     runs = search_runs(ws, sid).set_index("idx")
     assert s.status == "done" and runs.loc[1, "status"] == "failed"
@@ -222,12 +172,12 @@ def test_ray_executor(ws):
     pytest.importorskip("ray")
     import ray
 
-    sid = create_search(ws, make_config("random", 4, executor="ray", workers=2))
+    sid = create_search(ws, search_config("random", 4, executor="ray", workers=2))
     try:
         s = run_search(ws, sid, objective=flaky_objective, progress=False)
         runs = search_runs(ws, sid).set_index("idx")
         assert s.status == "done" and s.n_done == 3 and "proxy exploded" in runs.loc[2, "error"]
-        sid = create_search(ws, make_config("random", 4, executor="ray", workers=2, seed=1))
+        sid = create_search(ws, search_config("random", 4, executor="ray", workers=2, seed=1))
         s = run_search(ws, sid, objective=dying_objective, progress=False)
         runs = search_runs(ws, sid).set_index("idx")
         assert s.status == "done" and s.n_done == 3 and runs.loc[1, "status"] == "failed"
@@ -236,7 +186,7 @@ def test_ray_executor(ws):
 
 
 def test_cancel_then_resume(ws):
-    sid = create_search(ws, make_config("random", 6))
+    sid = create_search(ws, search_config("random", 6))
     s = run_search(ws, sid, objective=cancelling_objective, progress=False)
     assert s.status == "cancelled" and s.n_done == 3
     s = run_search(ws, sid, objective=objective, progress=False)
@@ -247,7 +197,7 @@ def test_cancel_then_resume(ws):
 @pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(ws, tmp_path):
     """kill -9 mid-round 2 in a subprocess; the resumed search ends with the runs of an uninterrupted one."""
-    cfg = make_config("climb", 14, seed=5)   # rounds of 8, 4, 2
+    cfg = search_config("climb", 14, seed=5)   # rounds of 8, 4, 2
     sid = create_search(ws, cfg)
     calls = tmp_path / "calls.txt"
     env = {**os.environ, "CLIMB_TEST_CALLS": str(calls), "CLIMB_TEST_SLEEP": "0.4"}
@@ -299,7 +249,7 @@ def test_kill_and_resume_matches_uninterrupted(ws, tmp_path):
 
 
 def test_report_is_json(ws):
-    sid = create_search(ws, make_config("climb", 6))
+    sid = create_search(ws, search_config("climb", 6))
     run_search(ws, sid, objective=objective, progress=False)
     rep = search_report(ws, sid)
     json.dumps(rep)

@@ -12,13 +12,30 @@ from dashboard import widgets as w
 ws = w.workspace()
 st.title("Rounds")
 searches = queries.searches(ws)
+want = st.session_state.get("rounds_search")
+
+
+@st.fragment(run_every=2)
+def _wait_for_worker(search_id: str) -> None:
+    """A search launched from the Search page exists once its worker has (re)tokenised the clusters."""
+    if search_id in queries.searches(ws)["search_id"].tolist():
+        st.rerun(scope="app")
+    job = jobs.job_for_search(ws, search_id)
+    if job is None or job["status"] not in ("running", "cancelling"):
+        st.warning(f"The worker for search {search_id} ended before creating it; see its log on the Search page.")
+    else:
+        st.info(f"Search {search_id} is starting: its worker is preparing the token files. This page follows it.")
+
+
+if want and (searches.empty or want not in searches["search_id"].tolist()) and jobs.job_for_search(ws, want):
+    _wait_for_worker(want)
+    st.stop()
 if searches.empty:
     st.info("No searches yet: start one on the Search page.")
     st.page_link("views/search.py", label="Search", icon=":material/search:")
     st.stop()
 
 ids = searches["search_id"].tolist()
-want = st.session_state.get("rounds_search")
 meta = searches.set_index("search_id")
 sid = st.selectbox("Search", ids, index=ids.index(want) if want in ids else 0,
                    format_func=lambda s: f"{meta.loc[s, 'name'] or s} · {meta.loc[s, 'strategy']} · {meta.loc[s, 'status']} ({s})")

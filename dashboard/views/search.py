@@ -95,13 +95,8 @@ if launch:
         except Exception as err:  # noqa: BLE001 - shown to the user
             st.error(f"{type(err).__name__}: {err}")
         else:
-            if sid:
-                st.session_state["rounds_search"] = sid
-                st.session_state["search_flash"] = f"Search {sid} started in the background; follow it on Rounds."
-            else:
-                st.session_state["search_flash"] = (
-                    "The clusters changed since their token files were written: the search started in the background "
-                    "re-tokenises them first, then appears in the list below.")
+            st.session_state["rounds_search"] = sid
+            st.session_state["search_flash"] = f"Search {sid} started in the background; follow it on Rounds."
             st.rerun()
 
 
