@@ -360,14 +360,34 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    import time
+    import urllib.request
+    import webbrowser
+
     ws = _open(args.workspace)
+    # Always headless: a non-headless first run asks for an e-mail on stdin and hangs without a terminal.
     cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "app.py"),
-           "--server.address", args.host, "--server.port", str(args.port),
-           "--server.headless", "true" if args.no_browser else "false",
+           "--server.address", args.host, "--server.port", str(args.port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--", "--workspace", str(ws.root)]
-    _print(f"CLIMB Studio on http://{args.host}:{args.port}  (workspace {ws.root}; Ctrl-C to stop)")
-    env = {**os.environ, "CLIMB_WORKSPACE": str(ws.root)}
-    return subprocess.call(cmd, env=env)
+    url = f"http://{'127.0.0.1' if args.host in {'0.0.0.0', '::'} else args.host}:{args.port}"
+    _print(f"CLIMB Studio on {url}  (workspace {ws.root}; Ctrl-C to stop)")
+    if args.host not in {"127.0.0.1", "localhost", "::1"}:
+        _print(f"warning: listening on {args.host}: other machines can reach this dashboard and edit the workspace")
+    proc = subprocess.Popen(cmd, env={**os.environ, "CLIMB_WORKSPACE": str(ws.root)})
+    try:
+        if not args.no_browser:
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                    webbrowser.open(url)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
 
 
 def cmd_config(args: argparse.Namespace) -> int:
