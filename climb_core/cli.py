@@ -325,9 +325,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from climb_core.export import export_search
 
     ws = _open(args.workspace)
-    manifest = export_search(ws, args.run, Path(args.out), tokens=args.tokens, config=ws.load_config())
-    _print(json.dumps({k: v for k, v in manifest.items() if k in {"search_id", "n_docs", "n_tokens", "files", "out_dir"}},
-                      indent=2, default=str))
+    out = Path(args.out).resolve()
+    manifest = export_search(ws, args.run, out, tokens=args.tokens, config=ws.load_config())
+    _print(f"exported the {manifest['source']} of search {manifest['search_id']} to {out}: "
+           f"{manifest['docs']:,} documents, ~{manifest['tokens']:,} tokens in {len(manifest['files'])} Parquet file(s)")
+    for c in sorted(manifest["clusters"], key=lambda c: -c["weight"]):
+        repeat = f", repeated {c['epochs']:.1f}x" if c["epochs"] > 1 else ""
+        _print(f"   #{c['cluster_id']:<5} {c['weight']:6.1%}  {c['docs']:>6} docs  {c['tokens']:>9,} tokens{repeat}  {c['label']}")
+    _print(f"   weights.json and manifest.json beside them; load with {manifest['load_with'].replace('<dir>', str(out))}")
     return 0
 
 

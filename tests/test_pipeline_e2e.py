@@ -66,3 +66,34 @@ def test_changing_a_setting_reruns_that_stage_and_its_dependants(built_workspace
     outcomes = run_all(ws, ws.load_config(), progress=False)
     ran = {o.stage for o in outcomes if not o.skipped}
     assert ran == {"describe", "map"}, ran
+
+
+def test_search_runs_and_export_through_the_cli(built_workspace, copy_workspace, tmp_path, capsys):
+    """The second half on the built workspace: a 3-round CLIMB search with n-gram proxies, then export."""
+    import datasets
+
+    ws = copy_workspace(built_workspace)
+    root = str(ws.root)
+    assert cli.main(["search", root, "--quiet", "--budget", "7", "--rounds", "3", "--round-split", "4,2,1",
+                     "--proxy", "ngram", "--tokens", "30000", "--set", "search.n_pool_samples=2000",
+                     "--target", "arc_easy,max_items=40", "--target", "piqa,max_items=40"]) == 0
+    capsys.readouterr()
+    assert cli.main(["runs", root, "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["status"] == "done"
+    rounds = {}
+    for run in report["runs"]:
+        assert run["status"] == "done" and run["score"] is not None
+        assert abs(sum(run["weights"]) - 1) < 1e-6
+        rounds[run["round"]] = rounds.get(run["round"], 0) + 1
+    assert rounds == {1: 4, 2: 2, 3: 1}
+    # later rounds were proposed by the predictor, so they carry its prediction
+    assert all(r["predicted"] is not None for r in report["runs"] if r["round"] > 1)
+    assert set(report["runs"][0]["scores"]) >= {"arc_easy/acc", "arc_easy/loglik", "piqa/acc_norm"}
+
+    out = tmp_path / "export"
+    assert cli.main(["export", root, "--run", report["search_id"], "--tokens", "20000", "--out", str(out)]) == 0
+    loaded = datasets.load_dataset("parquet", data_files=str(out / "part-*.parquet"))["train"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(loaded) == manifest["docs"] > 0
+    assert abs(manifest["tokens"] - 20000) / 20000 < 0.2
