@@ -168,9 +168,18 @@ def test_killed_worker_is_a_failed_run(ws):
 
 
 @pytest.mark.slow
-def test_ray_executor(ws):
+def test_ray_executor(ws, monkeypatch):
     pytest.importorskip("ray")
+    import shutil
+    import tempfile
+
     import ray
+
+    # Ray writes its session under RAY_TMPDIR (default /tmp/ray); keep it in a folder of this test.
+    # A short path: Ray's socket paths must stay under the 107-character limit.
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
 
     sid = create_search(ws, search_config("random", 4, executor="ray", workers=2))
     try:
@@ -183,6 +192,7 @@ def test_ray_executor(ws):
         assert s.status == "done" and s.n_done == 3 and runs.loc[1, "status"] == "failed"
     finally:
         ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_cancel_then_resume(ws):

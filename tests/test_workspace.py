@@ -1,0 +1,59 @@
+"""The workspace catalogue: versioned schema, migrations, connections that wait for a busy file."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+
+from climb_core import workspace as wsmod
+from climb_core.workspace import Workspace, WorkspaceError
+
+
+def test_new_workspace_has_the_current_schema(tmp_path):
+    ws = Workspace.init(tmp_path / "ws")
+    assert ws.schema_version() == wsmod.SCHEMA_VERSION
+    for table in ("documents", "doc_stats", "rejected", "clusters", "edits", "searches", "proxy_runs"):
+        assert ws.table_count(table) == 0
+
+
+def test_a_newer_catalogue_is_refused_with_a_clear_message(tmp_path):
+    ws = Workspace.init(tmp_path / "ws")
+    with ws.connect() as con:
+        con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(WorkspaceError, match="newer"):
+        Workspace.open(ws.root)
+
+
+def test_migrations_run_in_order(tmp_path, monkeypatch):
+    ws = Workspace.init(tmp_path / "ws")
+    monkeypatch.setattr(wsmod, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(wsmod.MIGRATIONS, 1, ["ALTER TABLE documents ADD COLUMN lang VARCHAR"])
+    reopened = Workspace.open(ws.root)
+    assert reopened.schema_version() == 2
+    cols = reopened.query_df("SELECT column_name FROM information_schema.columns WHERE table_name = 'documents'")
+    assert "lang" in set(cols["column_name"])
+    Workspace.open(ws.root)  # already at v2: nothing runs twice
+    assert reopened.schema_version() == 2
+
+
+def _hold_the_file(path: str, seconds: float, ready) -> None:
+    ws = Workspace(wsmod.Path(path))
+    with ws.connect() as con:
+        con.execute("INSERT INTO meta VALUES ('held', 'yes')")
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_connect_waits_while_another_process_writes(tmp_path):
+    ws = Workspace.init(tmp_path / "ws")
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_the_file, args=(str(ws.root), 1.5, ready))
+    holder.start()
+    assert ready.wait(60)
+    start = time.monotonic()
+    assert ws.scalar("SELECT value FROM meta WHERE key = 'held'") == "yes"  # waited, then read
+    assert time.monotonic() - start > 0.3
+    holder.join()
