@@ -54,6 +54,9 @@ class EmbedConfig:
     shard_size: int = opt(8192, "Documents per embedding shard on disk; a killed run resumes at the last finished shard.")
     dtype: str = opt("float16", "Storage type of the embedding shards: float16 or float32.")
     offline: bool = opt(True, "Never download: set HF_HUB_OFFLINE=1 and load only local files; false lets a named model be fetched from the Hugging Face Hub.")
+    executor: str = opt("local", "local (in this process) or ray: embedding shards run as Ray tasks, one per shard, on every node of the cluster.")
+    ray_address: str = opt("", "Ray cluster address for executor=ray (empty: start a local Ray with `workers` CPUs).")
+    workers: int = opt(2, "CPUs of the local Ray started for executor=ray (ignored with ray_address).")
 
 
 @dataclass

@@ -28,6 +28,9 @@ CHARS_PER_TOKEN_BOUND = 8
 # Documents handed to the encoder per call: large enough for its batching, small enough for a
 # progress bar that moves.
 CHUNK_BATCHES = 8
+EXECUTORS = {"local", "ray"}
+# Settings left out of the stage fingerprint: they change where and how the encoder runs, not its output.
+RUN_ONLY_KEYS = {"offline", "device", "executor", "ray_address", "workers"}
 
 
 class EncoderError(StageError):
@@ -113,8 +116,8 @@ def encode_texts(encoder, texts: list[str], cfg: EmbedConfig, bar=None) -> np.nd
     return out
 
 
-def _read_texts(ws: Workspace, lo: int, hi: int, max_chars: int) -> list[str]:
-    with ws.connect() as con:
+def _read_texts(ws: Workspace, lo: int, hi: int, max_chars: int, read_only: bool = False) -> list[str]:
+    with ws.connect(read_only=read_only) as con:
         rows = con.execute(
             "SELECT doc_idx, substr(coalesce(text, ''), 1, ?) FROM documents "
             "WHERE doc_idx >= ? AND doc_idx < ? ORDER BY doc_idx", [max_chars, lo, hi]).fetchall()
@@ -127,13 +130,75 @@ def _embed_shard(ws: Workspace, encoder, cfg: EmbedConfig, i: int, lo: int, hi: 
     """Embed documents [lo, hi) into shard i and record it; returns its row count."""
     texts = _read_texts(ws, lo, hi, CHARS_PER_TOKEN_BOUND * int(cfg.max_seq_length))
     vectors = encode_texts(encoder, texts, cfg, bar).astype(cfg.dtype)
+    _write_shard(ws, i, vectors)
+    stages.mark_shard(ws, STAGE, shard_name(i), len(texts), {"lo": lo, "hi": hi})
+    return len(texts)
+
+
+def _write_shard(ws: Workspace, i: int, vectors: np.ndarray) -> None:
+    """Write shard i atomically: a temporary file renamed into place."""
     final = ws.embeddings_dir / f"{shard_name(i)}.npy"
     tmp = final.with_suffix(".npy.tmp")
     with open(tmp, "wb") as fh:
         np.save(fh, vectors)
     os.replace(tmp, final)
-    stages.mark_shard(ws, STAGE, shard_name(i), len(texts), {"lo": lo, "hi": hi})
+
+
+def embed_shard_task(root: str, i: int, lo: int, hi: int, cfg: EmbedConfig) -> int:
+    """A Ray task: embed documents [lo, hi) of the workspace at `root` into shard i; returns its row count.
+
+    Reads its texts over its own short-lived read-only connection, and loads the encoder once per
+    worker process (`_load` is cached). The driver records the shard when the task has returned.
+    """
+    ws = Workspace(Path(root))  # not Workspace.open: that migrates, which needs a read-write connection
+    texts = _read_texts(ws, lo, hi, CHARS_PER_TOKEN_BOUND * int(cfg.max_seq_length), read_only=True)
+    vectors = encode_texts(load_encoder(cfg), texts, cfg).astype(cfg.dtype)
+    _write_shard(ws, i, vectors)
     return len(texts)
+
+
+def _init_ray(cfg: EmbedConfig):
+    try:
+        import ray
+    except ImportError as err:
+        raise StageError("embed.executor = 'ray' needs the ray package: pip install 'ray[default]'") from err
+    if not ray.is_initialized():
+        if cfg.ray_address:
+            ray.init(address=cfg.ray_address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+        else:
+            # Workers get the driver's import path, as in climb_core.executors.RayExecutor.
+            import sys
+
+            path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+            ray.init(num_cpus=max(1, int(cfg.workers)), ignore_reinit_error=True, include_dashboard=False,
+                     log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    return ray
+
+
+def _embed_on_ray(ws: Workspace, cfg: EmbedConfig, todo: list[tuple[int, int, int]], bar) -> None:
+    """Run each shard of `todo` as a Ray task; record each shard as its task returns."""
+    ray = _init_ray(cfg)
+    # A worker that should use a GPU must ask Ray for one (Ray hides GPUs from tasks that do not).
+    gpus = 1 if cfg.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(embed_shard_task)
+    pending = {task.remote(str(ws.root), i, lo, hi, cfg): (i, lo, hi) for i, lo, hi in todo}
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                i, lo, hi = pending.pop(ref)
+                try:
+                    rows = ray.get(ref)
+                except Exception as err:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
+                    cause = getattr(err, "cause", None) or err
+                    if isinstance(cause, StageError):
+                        raise cause from err
+                    raise StageError(f"embedding shard {shard_name(i)} failed on Ray: {type(cause).__name__}: {cause}") from err
+                stages.mark_shard(ws, STAGE, shard_name(i), rows, {"lo": lo, "hi": hi})
+                bar.update(rows)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
 
 
 def _clear_shard_files(ws: Workspace) -> None:
@@ -147,17 +212,24 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
         raise StageError(f"embed.dtype={cfg.dtype!r}: use float16 or float32")
     if cfg.shard_size < 1 or cfg.batch_size < 1:
         raise StageError("embed.shard_size and embed.batch_size must be at least 1")
+    executor = (cfg.executor or "local").lower()
+    if executor not in EXECUTORS:
+        raise StageError(f"embed.executor={cfg.executor!r}: use local or ray")
     n_docs = ws.table_count("documents")
     if n_docs == 0:
         raise StageError(f"no documents in {ws.root}; run `climb ingest {ws.root}` first")
-    # `offline` and `device` decide how the model is loaded, not what it computes.
-    section = {k: v for k, v in config.section_dict("embed").items() if k not in {"offline", "device"}}
+    # `offline`, `device` and where it runs decide how the model is loaded, not what it computes.
+    section = {k: v for k, v in config.section_dict("embed").items() if k not in RUN_ONLY_KEYS}
     fp = stages.fingerprint(ws, STAGE, section, {"n_docs": n_docs})
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
 
     ws.embeddings_dir.mkdir(exist_ok=True)
-    encoder = load_encoder(cfg)  # before the stage record, so a missing model is not a failed stage
+    # Before the stage record, so a missing model is not a failed stage. On Ray the workers load it;
+    # the driver only checks that the name resolves.
+    encoder = load_encoder(cfg) if executor == "local" else None
+    if encoder is None:
+        resolve_model(cfg.model)
     with stages.run_stage(ws, STAGE, config.section_dict("embed"), fp) as run:
         done = stages.finished_shards(ws, STAGE) if run.resumed else {}
         if not run.resumed:
@@ -167,11 +239,15 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
                                           and (ws.embeddings_dir / f"{shard_name(b[0])}.npy").exists())]
         skipped_docs = sum(hi - lo for i, lo, hi in bounds if (i, lo, hi) not in todo)
         with tqdm(total=n_docs, initial=skipped_docs, unit="doc", desc="embed", disable=not progress) as bar:
-            for i, lo, hi in todo:
-                _embed_shard(ws, encoder, cfg, i, lo, hi, bar)
+            if executor == "ray":
+                if todo:
+                    _embed_on_ray(ws, cfg, todo, bar)
+            else:
+                for i, lo, hi in todo:
+                    _embed_shard(ws, encoder, cfg, i, lo, hi, bar)
         run.rows_in = n_docs
         run.rows_out = n_docs
-        dim = encoder_dim(encoder)
+        dim = encoder_dim(encoder) if encoder is not None else embedding_dim(ws)
         run.message = (f"{len(bounds)} shard(s) of {dim}-d {cfg.dtype}"
                        + (f"; resumed, {len(bounds) - len(todo)} shard(s) kept" if run.resumed and len(todo) < len(bounds) else ""))
     return StageOutcome(STAGE, skipped=False, rows_in=n_docs, rows_out=n_docs, message=run.message)
