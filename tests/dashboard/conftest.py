@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import importlib.util
 import json
 import os
 import shutil
@@ -38,22 +37,9 @@ def demo_records(n: int | None = None, seed: int = 0) -> list[dict]:
 
 
 def engine_ready() -> bool:
-    """True when every stage module of the real pipeline imports."""
-    mods = ["climb_core.pipeline", "climb_core.ingest", "climb_core.embed", "climb_core.cluster",
-            "climb_core.refine", "climb_core.describe", "climb_core.project2d"]
-    for m in mods:
-        try:
-            if importlib.util.find_spec(m) is None:
-                return False
-        except ImportError:
-            return False
-    if os.environ.get("CLIMB_TEST_SYNTHETIC"):
-        return False
-    try:
-        import climb_core.pipeline as p
-        return hasattr(p, "run_all")
-    except Exception:  # noqa: BLE001
-        return False
+    """The real pipeline builds the test workspace unless CLIMB_TEST_SYNTHETIC asks for the quick
+    SQL-built one (for iterating on page layout). An engine that fails to import fails the tests."""
+    return not os.environ.get("CLIMB_TEST_SYNTHETIC")
 
 
 def build_real_workspace(root: Path, n_docs: int = 300):

@@ -5,7 +5,6 @@ Screenshots of every page go to test-artifacts/ (gitignored).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
@@ -212,7 +211,6 @@ def test_prune_in_browser_reaches_duckdb(server, page):
     shot(page, "clusters-after-prune")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("climb_core.search") is None, reason="climb_core.search not written yet")
 def test_search_launched_in_browser_shows_rounds(server, page):
     url, ws = server
     goto(page, url, "search")

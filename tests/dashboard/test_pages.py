@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -19,15 +18,6 @@ APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PAGES = ["home", "map", "clusters", "search", "rounds", "compare", "export"]
 
 
-def has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:
-        return False
-
-
-needs_refine = pytest.mark.skipif(not has("climb_core.refine"), reason="climb_core.refine (edit API) not written yet")
-needs_search = pytest.mark.skipif(not has("climb_core.search"), reason="climb_core.search not written yet")
 
 
 def open_page(ws: Workspace, page: str, monkeypatch) -> AppTest:
@@ -106,7 +96,6 @@ def test_hostile_text_never_reaches_markdown(ws, monkeypatch):
     assert any("&lt;script&gt;window.__xss=1" in h for h in texts)
 
 
-@needs_refine
 def test_map_selection_becomes_a_cluster_then_pruned(ws, monkeypatch):
     at = open_page(ws, "map", monkeypatch)
     widget(at.text_input, "Highlight documents containing").set_value("court").run()
@@ -126,7 +115,6 @@ def test_map_selection_becomes_a_cluster_then_pruned(ws, monkeypatch):
     assert any("court docs" in n and "pruned" in n for n in names), names
 
 
-@needs_refine
 def test_cluster_edits_and_undo(ws, monkeypatch):
     at = open_page(ws, "clusters", monkeypatch)
     active = queries.cluster_table(ws, ["active"])
@@ -167,10 +155,9 @@ def test_cluster_edits_and_undo(ws, monkeypatch):
     assert int(ws.scalar("SELECT count(*) FROM doc_clusters WHERE cluster_id = ?", [new_id])) == n_docs
 
 
-@needs_search
 @pytest.mark.parametrize("edited", [False, True], ids=["tokens-current", "clusters-edited"])
 def test_launch_search_from_the_page(ws, monkeypatch, edited):
-    if edited and has("climb_core.refine"):
+    if edited:
         # an edit makes the token files stale: the worker must re-tokenise before creating the search
         from climb_core import refine
 
@@ -261,12 +248,10 @@ def test_queries_views(ws):
     assert doc["doc_id"].iloc[0] == "xss-probe"
 
 
-@needs_search
 def test_export_page_runs_an_export(ws, monkeypatch):
     s = queries.searches(ws)
     done = s[s["status"] == "done"]
-    if done.empty:
-        pytest.skip("no finished search in the fixture workspace")
+    assert not done.empty, "the fixture workspace should hold a finished search"
     at = open_page(ws, "export", monkeypatch)
     widget(at.selectbox, "Search").set_value(done["search_id"].iloc[0]).run()
     widget(at.number_input, "Tokens in the dataset").set_value(20_000)
