@@ -80,6 +80,35 @@ class MixtureData:
             out[row] = self._take(int(i), start, block_size + 1)
         return out
 
+    def chunks(self, rng: np.random.Generator, total_tokens: int, chunk: int) -> list[np.ndarray]:
+        """round(w_i * total_tokens) tokens of each cluster, as `chunk`-token runs from random offsets.
+
+        Many short runs sample a cluster's documents the way the GPT's random windows do; one long
+        run would see only the few documents after its offset, so two seeds of the same mixture
+        could see different halves of a mixed cluster and score far apart."""
+        out = []
+        for i, w in enumerate(self.weights):
+            n = int(round(w * total_tokens))
+            if n <= 0:
+                continue
+            size = len(self.tokens[i])
+            # The cluster cut into chunk-sized pieces (from a random phase), taken in a random order
+            # without replacement, one full pass before any piece repeats: a share of one epoch sees
+            # every token once, as a contiguous run would.
+            per_pass = max(1, -(-size // chunk))
+            phase = int(rng.integers(0, size))
+            got = 0
+            while got < n:
+                for piece in rng.permutation(per_pass):
+                    m = min(chunk, n - got, size - int(piece) * chunk) if int(piece) * chunk < size else 0
+                    if m <= 0:
+                        continue
+                    out.append(self._take(i, (phase + int(piece) * chunk) % size, m))
+                    got += m
+                    if got >= n:
+                        break
+        return out
+
     def contiguous(self, rng: np.random.Generator, total_tokens: int) -> list[np.ndarray]:
         """round(w_i * total_tokens) consecutive tokens of each cluster, from a random offset."""
         out = []
@@ -120,7 +149,7 @@ def train_proxy(cfg: ProxyConfig, data: MixtureData, seed: int) -> TrainedProxy:
 def _train_ngram(cfg: ProxyConfig, data: MixtureData, seed: int) -> TrainedProxy:
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
-    arrays = data.contiguous(rng, cfg.tokens)
+    arrays = data.chunks(rng, cfg.tokens, cfg.ngram_chunk) if cfg.ngram_chunk > 0 else data.contiguous(rng, cfg.tokens)
     lm = KneserNeyLM(cfg.ngram_order, data.vocab_size, cfg.ngram_discount).fit(arrays)
     # No training curve: counting has no steps. The curve stays empty.
     return TrainedProxy("ngram", lambda seqs: [lm.logprobs(s) for s in seqs], [], data.epochs,

@@ -1,0 +1,100 @@
+"""Mixture sampling and the constraint set every strategy must respect (caps, minimum weight,
+repetition cap, pins, exclusions), checked as properties over many random vectors and configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from climb_core.config import MixtureConfig
+from climb_core.search.constraints import ConstraintError, Constraints, constraints_for
+from climb_core.search.sampling import natural_mixture, sample_mixtures, uniform_mixture
+
+PRIOR = np.array([0.30, 0.20, 0.15, 0.10, 0.08, 0.07, 0.05, 0.03, 0.015, 0.005])
+IDS = list(range(100, 110))
+
+
+def _random_config(rng: np.random.Generator) -> tuple[MixtureConfig, np.ndarray]:
+    tokens = (PRIOR * 1e6).astype(int)
+    cfg = MixtureConfig(cap_multiple=float(rng.choice([2.0, 5.0, 15.0])),
+                        min_weight=float(rng.choice([0.0, 2e-4, 0.02])))
+    if rng.random() < 0.5:
+        cfg.max_epochs, cfg.final_tokens = 4.0, int(rng.choice([1_000_000, 2_000_000]))
+    if rng.random() < 0.5:
+        cfg.excluded = [int(rng.choice(IDS[1:4]))]
+    if rng.random() < 0.5:
+        cfg.pinned = [f"{IDS[0]}=0.2"]
+    return cfg, tokens
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_projection_lands_in_the_set_for_any_vector(seed):
+    rng = np.random.default_rng(seed)
+    cfg, tokens = _random_config(rng)
+    try:
+        cons = constraints_for(cfg, PRIOR, IDS, tokens)
+    except ConstraintError:
+        pytest.skip("this draw of caps admits no mixture (checked in its own test)")
+    # Spiky, flat, sparse, all-zero and NaN vectors: projection must handle each.
+    v = np.vstack([rng.dirichlet(np.full(10, a), size=50) for a in (0.05, 1.0, 20.0)]
+                  + [np.zeros((1, 10)), np.full((1, 10), np.nan), np.eye(10)])
+    w = cons.project(v)
+    bad = [(i, cons.violations(row)) for i, row in enumerate(w) if cons.violations(row)]
+    assert not bad, bad[:3]
+    # Sampling uses the same set.
+    s = sample_mixtures(PRIOR, 300, cfg, rng, cons)
+    assert all(cons.contains(row) for row in s)
+    if cfg.excluded:
+        assert (s[:, IDS.index(cfg.excluded[0])] == 0).all()
+    if cfg.pinned:
+        assert np.allclose(s[:, 0], 0.2)
+
+
+def test_projection_keeps_a_feasible_vector_and_ratios_where_it_can():
+    cons = Constraints(lower=np.zeros(3), upper=np.array([0.5, 0.5, 0.5]))
+    assert np.allclose(cons.project([0.4, 0.3, 0.3]), [0.4, 0.3, 0.3])
+    w = cons.project([0.9, 0.1, 0.0])   # the cap binds: the excess goes to the others
+    assert np.allclose(w, [0.5, 0.5, 0.0])
+
+
+def test_infeasible_constraints_are_refused_with_a_reason():
+    with pytest.raises(ConstraintError, match="cap"):
+        constraints_for(MixtureConfig(cap_multiple=0.5), PRIOR, IDS)
+    with pytest.raises(ConstraintError, match="CLUSTER_ID=WEIGHT"):
+        constraints_for(MixtureConfig(pinned=["three"]), PRIOR, IDS)
+    with pytest.raises(ConstraintError, match="not an active cluster"):
+        constraints_for(MixtureConfig(excluded=[7]), PRIOR, IDS)
+    with pytest.raises(ConstraintError, match="token counts"):
+        constraints_for(MixtureConfig(max_epochs=2, final_tokens=10**6), PRIOR, IDS)
+
+
+def test_repetition_cap_binds_small_clusters():
+    tokens = (PRIOR * 1e6).astype(int)   # the smallest cluster holds 5,000 tokens
+    cons = constraints_for(MixtureConfig(max_epochs=2, final_tokens=1_000_000), PRIOR, IDS, tokens)
+    assert cons.upper[-1] == pytest.approx(2 * 5_000 / 1_000_000)
+    w = cons.project(np.eye(10)[-1])     # all weight on the smallest: it must be spread
+    assert w[-1] <= 0.01 + 1e-9 and cons.contains(w)
+
+
+def test_sampler_rows_distinct_and_deterministic():
+    cfg = MixtureConfig(min_concentration=0.01, max_concentration=0.02, n_concentrations=2)
+    p4 = PRIOR[:4] / PRIOR[:4].sum()
+    w = sample_mixtures(p4, 30, cfg, np.random.default_rng(1))
+    assert len({tuple(np.round(r, 4)) for r in w}) == len(w) <= 30
+    a = sample_mixtures(PRIOR, 50, MixtureConfig(), np.random.default_rng(7))
+    b = sample_mixtures(PRIOR, 50, MixtureConfig(), np.random.default_rng(7))
+    assert np.array_equal(a, b)
+
+
+def test_concentration_ladder_spreads_sparsity():
+    one = dict(n_concentrations=1)
+    low = sample_mixtures(PRIOR, 500, MixtureConfig(min_concentration=0.1, max_concentration=0.1, **one), np.random.default_rng(2))
+    high = sample_mixtures(PRIOR, 500, MixtureConfig(min_concentration=50, max_concentration=50, **one), np.random.default_rng(2))
+    assert low.max(axis=1).mean() > high.max(axis=1).mean() + 0.2
+
+
+def test_fixed_mixtures():
+    assert np.allclose(uniform_mixture(4), 0.25)
+    assert np.allclose(natural_mixture([2, 1, 1]), [0.5, 0.25, 0.25])
+    with pytest.raises(ValueError):
+        natural_mixture([0, 0])
