@@ -248,8 +248,10 @@ def document_text(ws: Workspace, doc_idx: int) -> str | None:
 # ------------------------------------------------------------------------------------ searches
 def searches(ws: Workspace) -> pd.DataFrame:
     """Every search with its progress: proxies finished / planned, best score so far."""
+    from climb_core.search.engine import shown_status
+
     with ws.connect() as con:
-        return con.execute("""
+        df = con.execute("""
             SELECT s.search_id, s.name, s.strategy, s.status, s.message, s.created_at, s.updated_at, s.pid,
                    s.final_predicted, s.best_run_id, len(s.cluster_ids) AS n_clusters,
                    coalesce(r.finished, 0) AS runs_finished, coalesce(r.failed, 0) AS runs_failed,
@@ -261,6 +263,9 @@ def searches(ws: Workspace) -> pd.DataFrame:
                        max(score) FILTER (WHERE status = 'done') AS best_score, max(round) AS last_round
                 FROM proxy_runs GROUP BY search_id) r USING (search_id)
             ORDER BY s.created_at DESC""").df()
+    # A search whose worker died reads 'interrupted', not 'running' forever.
+    df["status"] = [shown_status(r) for r in df.to_dict("records")]
+    return df
 
 
 def search_info(ws: Workspace, search_id: str) -> dict[str, Any] | None:
@@ -270,7 +275,10 @@ def search_info(ws: Workspace, search_id: str) -> dict[str, Any] | None:
     if df.empty:
         return None
     row = df.iloc[0].to_dict()
-    for key in ("config_json", "target_json"):
+    from climb_core.search.engine import shown_status
+
+    row["status"] = shown_status(row)
+    for key in ("config_json", "target_json", "final_json"):
         try:
             row[key.removesuffix("_json")] = json.loads(row[key]) if row.get(key) else None
         except (TypeError, ValueError):
@@ -285,15 +293,16 @@ def proxy_runs(ws: Workspace, search_id: str) -> pd.DataFrame:
     """Every proposed and finished proxy run of a search, in proposal order."""
     with ws.connect() as con:
         return con.execute("""
-            SELECT run_id, round, idx, weights, seed, tokens, predicted, status, score, scores_json,
-                   wall_s, host, proposed_at, finished_at, error
+            SELECT run_id, round, idx, coalesce(purpose, 'explore') AS purpose, weights, seed, tokens, predicted,
+                   predicted_sd, status, score, scores_json, wall_s, host, proposed_at, finished_at, error
             FROM proxy_runs WHERE search_id = ? ORDER BY round, idx, proposed_at""", [search_id]).df()
 
 
 def predictor_reports(ws: Workspace, search_id: str) -> pd.DataFrame:
     with ws.connect() as con:
         return con.execute("""
-            SELECT round, n_train, spearman, r2, method, importance, created_at
+            SELECT round, n_train, predictor, spearman, r2, flat, reason, method, importance, candidates_json,
+                   created_at
             FROM predictor_reports WHERE search_id = ? ORDER BY round, created_at""", [search_id]).df()
 
 

@@ -26,7 +26,7 @@ import duckdb
 
 from climb_core.config import ClimbConfig, load_config, save_config
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "climb.duckdb"
 CONFIG_NAME = "climb.toml"
 
@@ -99,7 +99,26 @@ SCHEMA_V1 = [
 ]
 
 # MIGRATIONS[v] upgrades a catalogue from version v to v + 1.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    # v2: verified finals, predictor choice per round, studies.
+    1: [
+        "ALTER TABLE searches ADD COLUMN IF NOT EXISTS cluster_tokens BIGINT[]",
+        "ALTER TABLE searches ADD COLUMN IF NOT EXISTS final_json VARCHAR",
+        "ALTER TABLE proxy_runs ADD COLUMN IF NOT EXISTS purpose VARCHAR",
+        "ALTER TABLE proxy_runs ADD COLUMN IF NOT EXISTS predicted_sd DOUBLE",
+        "ALTER TABLE predictor_reports ADD COLUMN IF NOT EXISTS predictor VARCHAR",
+        "ALTER TABLE predictor_reports ADD COLUMN IF NOT EXISTS flat BOOLEAN",
+        "ALTER TABLE predictor_reports ADD COLUMN IF NOT EXISTS reason VARCHAR",
+        "ALTER TABLE predictor_reports ADD COLUMN IF NOT EXISTS candidates_json VARCHAR",
+        """CREATE TABLE IF NOT EXISTS studies (
+            study_id VARCHAR, name VARCHAR, status VARCHAR, config_json VARCHAR, target_json VARCHAR,
+            created_at TIMESTAMP, updated_at TIMESTAMP, message VARCHAR, report_dir VARCHAR)""",
+        """CREATE TABLE IF NOT EXISTS study_finals (
+            study_id VARCHAR, search_id VARCHAR, label VARCHAR, strategy VARCHAR, seed INTEGER,
+            final_seed INTEGER, status VARCHAR, score DOUBLE, scores_json VARCHAR, tokens BIGINT,
+            wall_s DOUBLE, error VARCHAR, finished_at TIMESTAMP)""",
+    ],
+}
 
 
 class WorkspaceError(RuntimeError):
@@ -212,6 +231,8 @@ class Workspace:
             con.execute(SCHEMA_V1[0])
             row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             version = int(row[0]) if row else 0
+            if version == SCHEMA_VERSION:
+                return  # current: nothing to write (every open of a workspace passes here)
             if version > SCHEMA_VERSION:
                 raise WorkspaceError(
                     f"{self.root} has catalogue schema v{version}, newer than this CLIMB Studio (v{SCHEMA_VERSION}); upgrade the tool")

@@ -28,14 +28,35 @@ def test_a_newer_catalogue_is_refused_with_a_clear_message(tmp_path):
 
 def test_migrations_run_in_order(tmp_path, monkeypatch):
     ws = Workspace.init(tmp_path / "ws")
-    monkeypatch.setattr(wsmod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(wsmod.MIGRATIONS, 1, ["ALTER TABLE documents ADD COLUMN lang VARCHAR"])
+    nxt = wsmod.SCHEMA_VERSION + 1
+    monkeypatch.setattr(wsmod, "SCHEMA_VERSION", nxt)
+    monkeypatch.setitem(wsmod.MIGRATIONS, nxt - 1, ["ALTER TABLE documents ADD COLUMN lang VARCHAR"])
     reopened = Workspace.open(ws.root)
-    assert reopened.schema_version() == 2
+    assert reopened.schema_version() == nxt
     cols = reopened.query_df("SELECT column_name FROM information_schema.columns WHERE table_name = 'documents'")
     assert "lang" in set(cols["column_name"])
-    Workspace.open(ws.root)  # already at v2: nothing runs twice
-    assert reopened.schema_version() == 2
+    Workspace.open(ws.root)  # already current: nothing runs twice
+    assert reopened.schema_version() == nxt
+
+
+def test_a_version_1_catalogue_is_upgraded_in_place(tmp_path):
+    import duckdb
+
+    root = tmp_path / "old"
+    Workspace.init(root)
+    db = next(root.glob("*.duckdb"))
+    db.unlink()
+    con = duckdb.connect(str(db))
+    for stmt in wsmod.SCHEMA_V1:
+        con.execute(stmt)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.execute("INSERT INTO proxy_runs (search_id, run_id, round, idx, status) VALUES ('s', 'r', 1, 0, 'done')")
+    con.close()
+    ws = Workspace.open(root)
+    assert ws.schema_version() == wsmod.SCHEMA_VERSION
+    row = ws.query_df("SELECT run_id, purpose, predicted_sd FROM proxy_runs")
+    assert row["run_id"].tolist() == ["r"]  # the old run survives the upgrade
+    assert ws.table_count("studies") == 0
 
 
 def _hold_the_file(path: str, seconds: float, ready) -> None:

@@ -9,6 +9,10 @@ trains them. Resuming is exact because of two rules:
 A restarted search therefore trains only the runs that are not 'done' and ends with the same runs
 as one that was never interrupted. Connections are opened per write and never held while a proxy
 trains.
+
+After the exploration rounds, strategies with a model (climb, regmix) train their final mixture
+(`verify_seeds` runs, in the budget) and answer with it only if it scored at least as well as the
+best exploration run; otherwise they answer with that run and say so (searches.final_json).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import datetime as dt
 import json
 import math
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,11 +34,11 @@ import numpy as np
 import pandas as pd
 
 from climb_core.config import ClimbConfig, config_from_dict
-from climb_core.mixtures import natural_mixture, sample_mixtures, uniform_mixture
-from climb_core.predictor import evaluate
+from climb_core.search.acquisition import ACQUISITIONS
+from climb_core.search.constraints import ConstraintError, constraints_for
+from climb_core.search.predictors.select import PREDICTORS
+from climb_core.search.strategies import STRATEGIES, Final, Plan, Strategy, plan, round_sizes
 from climb_core.workspace import Workspace, transaction
-
-STRATEGIES = ("climb", "regmix", "random", "uniform", "natural")
 
 
 class SearchError(RuntimeError):
@@ -53,6 +59,11 @@ class SearchSummary:
     final_predicted: float | None
     cluster_ids: list[int] = field(default_factory=list)
     wall_s: float = 0.0
+    final: dict[str, Any] = field(default_factory=dict)  # how the final was chosen and verified
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived (the dashboard's "Kill worker", a container stop): stop and record it."""
 
 
 def _now() -> dt.datetime:
@@ -91,6 +102,28 @@ def cluster_prior(ws: Workspace) -> tuple[list[int], np.ndarray]:
     return estimated_prior(ws)
 
 
+def cluster_train_tokens(ws: Workspace, cluster_ids: list[int]) -> list[int] | None:
+    """Training tokens per cluster (for the repetition cap), or None before the tokens stage."""
+    if not (ws.scalar("SELECT count(*) FROM token_shards") or 0):
+        return None
+    from climb_core.tokens import cluster_token_files
+
+    n = {int(f.cluster_id): int(f.n_train) for f in cluster_token_files(ws)}
+    return [n.get(int(c), 0) for c in cluster_ids]
+
+
+def _check_config(config: ClimbConfig) -> None:
+    s = config.search
+    if s.strategy not in STRATEGIES:
+        raise SearchError(f"unknown search.strategy {s.strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if s.predictor not in PREDICTORS:
+        raise SearchError(f"unknown search.predictor {s.predictor!r}; use one of {', '.join(PREDICTORS)}")
+    if s.acquisition not in ACQUISITIONS:
+        raise SearchError(f"unknown search.acquisition {s.acquisition!r}; use one of {', '.join(ACQUISITIONS)}")
+    if s.budget < 1:
+        raise SearchError("search.budget must be at least 1 proxy run")
+
+
 def new_search_id() -> str:
     return f"{_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
@@ -99,14 +132,16 @@ def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None
     """Record a new search: a snapshot of the active clusters, their labels and prior, and the config.
 
     `search_id` lets a caller (the dashboard) name the search before a worker process creates it."""
+    _check_config(config)
     strategy = config.search.strategy
-    if strategy not in STRATEGIES:
-        raise SearchError(f"unknown search.strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    if config.search.budget < 1:
-        raise SearchError("search.budget must be at least 1 proxy run")
     ids, prior = cluster_prior(ws)
     if not ids:
         raise SearchError(f"{ws.root} has no active clusters; run `climb refine {ws.root}` first")
+    tokens = cluster_train_tokens(ws, ids)
+    try:
+        constraints_for(config.mixture, prior, ids, tokens)
+    except ConstraintError as err:
+        raise SearchError(f"the mixture constraints cannot be met: {err}") from err
     labels = dict(ws.query_df("SELECT cluster_id, coalesce(label, auto_label, '') AS label FROM clusters "
                               "WHERE state = 'active'").itertuples(index=False, name=None))
     now = _now()
@@ -118,40 +153,14 @@ def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None
     with ws.connect() as con:
         con.execute(
             """INSERT INTO searches (search_id, name, strategy, status, config_json, target_json, cluster_ids,
-                   cluster_labels, prior, created_at, updated_at, message)
-               VALUES (?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, 'created')""",
+                   cluster_labels, prior, cluster_tokens, created_at, updated_at, message)
+               VALUES (?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, 'created')""",
             [search_id, name, strategy, json.dumps(config.to_dict()), json.dumps(target), ids,
-             [str(labels.get(i, "")) for i in ids], [float(p) for p in prior], now, now])
+             [str(labels.get(i, "")) for i in ids], [float(p) for p in prior], tokens, now, now])
     return search_id
 
 
-# --------------------------------------------------------------------------- plan
-
-def round_sizes(strategy: str, budget: int, rounds: int, split: list[int]) -> list[int]:
-    """Runs per round. CLIMB splits the budget by `round_split` (largest remainder, at least one each);
-    when round_split's length differs from `rounds`, halving weights (…4:2:1) are used instead."""
-    if strategy in ("uniform", "natural"):
-        return [1]
-    if strategy in ("regmix", "random"):
-        return [budget]
-    rounds = max(1, min(rounds, budget))
-    weights = [float(s) for s in split[:rounds]] if len(split) == rounds else [2.0 ** (rounds - 1 - i) for i in range(rounds)]
-    raw = [budget * w / sum(weights) for w in weights]
-    sizes = [max(1, int(math.floor(r))) for r in raw]
-    order = sorted(range(rounds), key=lambda i: (-(raw[i] - math.floor(raw[i])), i))
-    i = 0
-    while sum(sizes) < budget:
-        sizes[order[i % rounds]] += 1
-        i += 1
-    while sum(sizes) > budget:  # the max(1, .) floor can overshoot on tiny budgets
-        j = max(range(rounds), key=lambda k: (sizes[k], k))
-        sizes[j] -= 1
-    return sizes
-
-
-def _rng(seed: int, *keys: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), *[int(k) for k in keys]])
-
+# --------------------------------------------------------------------------- seeds
 
 def _run_seed(seed: int, rnd: int, idx: int) -> int:
     return int(np.random.SeedSequence([int(seed), rnd, idx, 7]).generate_state(1, dtype=np.uint32)[0])
@@ -172,8 +181,14 @@ def search_runs(ws: Workspace, search_id: str) -> pd.DataFrame:
 
 
 def list_searches(ws: Workspace) -> pd.DataFrame:
+    df = _list_searches(ws)
+    df["status"] = [shown_status(r) for r in df.to_dict("records")]
+    return df
+
+
+def _list_searches(ws: Workspace) -> pd.DataFrame:
     return ws.query_df(
-        """SELECT s.search_id, s.name, s.strategy, s.status, s.message, s.created_at, s.updated_at,
+        """SELECT s.search_id, s.name, s.strategy, s.status, s.pid, s.message, s.created_at, s.updated_at,
                   count(r.run_id) AS n_runs, count(*) FILTER (WHERE r.status = 'done') AS n_done,
                   count(*) FILTER (WHERE r.status = 'failed') AS n_failed, max(r.score) AS best_score,
                   s.final_predicted, s.best_run_id
@@ -182,7 +197,9 @@ def list_searches(ws: Workspace) -> pd.DataFrame:
 
 
 def _done_runs(ws: Workspace, search_id: str, before_round: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    sql = "SELECT run_id, weights, score FROM proxy_runs WHERE search_id = ? AND status = 'done'"
+    """Finished exploration runs (verification runs are the final's, not evidence for the search)."""
+    sql = ("SELECT run_id, weights, score FROM proxy_runs WHERE search_id = ? AND status = 'done' "
+           "AND coalesce(purpose, 'explore') = 'explore'")
     params: list = [search_id]
     if before_round is not None:
         sql += " AND round < ?"
@@ -206,8 +223,10 @@ def _set(ws: Workspace, search_id: str, **cols) -> None:
 
 
 def _pid_alive(pid) -> bool:
-    if pid is None or (isinstance(pid, float) and math.isnan(pid)) or int(pid) == os.getpid():
+    if pid is None or (isinstance(pid, float) and math.isnan(pid)):
         return False
+    if int(pid) == os.getpid():
+        return True
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, PermissionError, OSError):
@@ -218,47 +237,31 @@ def _pid_alive(pid) -> bool:
 # --------------------------------------------------------------------------- proposals
 
 class _Context:
-    """What the rounds need: the config, the clusters and prior of the snapshot."""
+    """What the rounds need: the config, the snapshot's clusters and prior, the strategy and its plan."""
 
     def __init__(self, ws: Workspace, row: dict[str, Any]):
         self.ws = ws
         self.search_id = row["search_id"]
         self.config = config_from_dict(json.loads(row["config_json"]))
-        self.strategy = row["strategy"]
         self.cluster_ids = [int(i) for i in row["cluster_ids"]]
         self.prior = np.asarray(row["prior"], dtype=np.float64)
-        s = self.config.search
-        self.sizes = round_sizes(self.strategy, s.budget, s.rounds, list(s.round_split))
-        self.seed = s.seed
+        tokens = row.get("cluster_tokens")
+        tokens = None if tokens is None or isinstance(tokens, float) else [int(t) for t in tokens]
+        self.cons = constraints_for(self.config.mixture, self.prior, self.cluster_ids, tokens)
+        self.strategy = Strategy(row["strategy"], self.config, self.prior, self.cons)
+        self.plan: Plan = plan(row["strategy"], self.config)
+        self.sizes = self.plan.explore
+        self.seed = self.config.search.seed
 
 
-def _propose(ctx: _Context, rnd: int, n: int) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
-    """Candidates for one round: weights, predicted scores (later CLIMB rounds) and a predictor report."""
-    mix, s = ctx.config.mixture, ctx.config.search
-    c = len(ctx.cluster_ids)
-    if ctx.strategy == "uniform":
-        return uniform_mixture(c)[None, :], None, None
-    if ctx.strategy == "natural":
-        return natural_mixture(ctx.prior)[None, :], None, None
-    if rnd == 1:
-        return sample_mixtures(ctx.prior, n, mix, _rng(ctx.seed, rnd, 0)), None, None
-    X, y, _ = _done_runs(ctx.ws, ctx.search_id, before_round=rnd)
-    if len(y) == 0:
-        # Nothing finished to learn from (every earlier run failed): explore like round 1.
-        return sample_mixtures(ctx.prior, n, mix, _rng(ctx.seed, rnd, 0)), None, None
-    model, report = evaluate(X, y, ctx.config.predictor)
-    rng = _rng(ctx.seed, rnd, 1)
-    pool = sample_mixtures(ctx.prior, max(s.n_pool_samples, n), mix, rng)
-    pred = model.predict(pool)
-    # Stable sort: ties (common with a young tree model) resolve the same way on every resume.
-    top = np.argsort(-pred, kind="stable")[: max(n * n, s.pool_min)]
-    pick = rng.choice(top, size=min(n, len(top)), replace=False)
-    return pool[pick], pred[pick], vars(report)
-
-
-def _write_proposals(ctx: _Context, rnd: int, weights: np.ndarray, predicted: np.ndarray | None, report: dict | None) -> None:
+def _write_proposals(ctx: _Context, rnd: int, weights: np.ndarray, predicted, predicted_sd, report: dict | None,
+                     purpose: str = "explore", final: Final | None = None) -> None:
     now = _now()
     n = len(weights)
+
+    def col(values):
+        return [None] * n if values is None else [None if v is None else float(v) for v in values]
+
     df = pd.DataFrame({
         "search_id": ctx.search_id,
         "run_id": [f"{ctx.search_id}-r{rnd}-{i:03d}" for i in range(n)],
@@ -266,25 +269,38 @@ def _write_proposals(ctx: _Context, rnd: int, weights: np.ndarray, predicted: np
         "weights": [list(map(float, w)) for w in weights],
         "seed": [_run_seed(ctx.seed, rnd, i) for i in range(n)],
         "tokens": int(ctx.config.proxy.tokens),
-        "predicted": [None if predicted is None else float(p) for p in (predicted if predicted is not None else [None] * n)],
-        "status": "proposed", "proposed_at": now,
+        "predicted": col(predicted), "predicted_sd": col(predicted_sd),
+        "status": "proposed", "purpose": purpose, "proposed_at": now,
     })
     with ws_tx(ctx.ws) as con:
         # Re-checked inside the transaction: a proposal written by an earlier attempt wins.
         if con.execute("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [ctx.search_id, rnd]).fetchall()[0][0]:
             return
         con.register("props", df)
-        con.execute("""INSERT INTO proxy_runs (search_id, run_id, round, idx, weights, seed, tokens, predicted, status, proposed_at)
-                       SELECT search_id, run_id, round, idx, weights, seed, tokens, predicted, status, proposed_at FROM props""")
+        con.execute("""INSERT INTO proxy_runs (search_id, run_id, round, idx, weights, seed, tokens, predicted, predicted_sd,
+                           status, purpose, proposed_at)
+                       SELECT search_id, run_id, round, idx, weights, seed, tokens, predicted, predicted_sd, status,
+                           purpose, proposed_at FROM props""")
         if report is not None:
             _insert_report(con, ctx.search_id, rnd, report)
+        if final is not None:
+            con.execute("UPDATE searches SET final_json = ? WHERE search_id = ?",
+                        [json.dumps(_final_record(final, stage="verifying")), ctx.search_id])
+
+
+def _final_record(final: Final, **more) -> dict[str, Any]:
+    return {"weights": [float(x) for x in final.weights], "predicted": final.predicted,
+            "predicted_sd": final.predicted_sd, "how": final.how, **final.extra, **more}
 
 
 def _insert_report(con, search_id: str, rnd: int, report: dict) -> None:
     con.execute("DELETE FROM predictor_reports WHERE search_id = ? AND round = ?", [search_id, rnd])
-    con.execute("INSERT INTO predictor_reports VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    con.execute("""INSERT INTO predictor_reports (search_id, round, n_train, spearman, r2, method, importance, created_at,
+                       predictor, flat, reason, candidates_json)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [search_id, rnd, report["n_train"], report["spearman"], report["r2"], report["method"],
-                 report["importance"], _now()])
+                 report["importance"], _now(), report.get("predictor"), report.get("flat"), report.get("reason"),
+                 json.dumps(report.get("candidates", []))])
 
 
 @contextlib.contextmanager
@@ -292,6 +308,26 @@ def ws_tx(ws: Workspace):
     """A short-lived connection wrapped in one transaction (all or nothing, even under kill -9)."""
     with ws.connect() as con, transaction(con):
         yield con
+
+
+def _propose_round(ctx: _Context, rnd: int, n: int) -> None:
+    X, y, _ = _done_runs(ctx.ws, ctx.search_id, before_round=rnd)
+    r = ctx.strategy.propose(rnd, n, X.reshape(len(y), -1) if len(y) else X, y)
+    _write_proposals(ctx, rnd, r.weights, r.predicted, r.predicted_sd, r.report)
+
+
+def _propose_verification(ctx: _Context) -> bool:
+    """Choose the final mixture and queue its verification runs. False: nothing to choose from."""
+    rnd = ctx.plan.verify_round
+    X, y, _ = _done_runs(ctx.ws, ctx.search_id, before_round=rnd)
+    if len(y) == 0:
+        return False
+    final = ctx.strategy.final(X, y, rnd)
+    n = ctx.plan.verify
+    W = np.repeat(final.weights[None, :], n, axis=0)
+    _write_proposals(ctx, rnd, W, [final.predicted] * n, [final.predicted_sd] * n, final.report,
+                     purpose="verify", final=final)
+    return True
 
 
 # --------------------------------------------------------------------------- training
@@ -318,35 +354,36 @@ def _record(ws: Workspace, search_id: str, job, result, message: str) -> str:
         return con.execute("SELECT status FROM searches WHERE search_id = ?", [search_id]).fetchall()[0][0]
 
 
-def _final(ctx: _Context) -> tuple[list[float] | None, float | None, str | None]:
-    """The search's answer: the predictor's argmax (climb), mean of top-k (regmix), else the best run."""
+def _conclude(ctx: _Context) -> dict[str, Any] | None:
+    """The search's answer, from its trained runs: the verified final, or the best exploration run
+    when verification scored below it (or there was none)."""
     X, y, run_ids = _done_runs(ctx.ws, ctx.search_id)
     if len(y) == 0:
-        return None, None, None
+        return None
     best = int(np.argmax(y))
-    best_run = run_ids[best]
-    if ctx.strategy in ("uniform", "natural", "random"):
-        return list(map(float, X[best])), None, best_run
-    s = ctx.config.search
-    model, report = evaluate(X, y, ctx.config.predictor)
-    final_round = len(ctx.sizes) + 1
-    with ws_tx(ctx.ws) as con:
-        _insert_report(con, ctx.search_id, final_round, vars(report))
-    fresh = sample_mixtures(ctx.prior, s.n_pool_samples, ctx.config.mixture, _rng(ctx.seed, final_round, 1))
-    if ctx.strategy == "regmix":
-        pred = model.predict(fresh)
-        top = np.argsort(-pred, kind="stable")[: s.regmix_top_k]
-        w = fresh[top].mean(axis=0)
-        w = w / w.sum()
-        return list(map(float, w)), float(model.predict(w[None, :])[0]), best_run
-    cand = np.vstack([fresh, X])
-    pred = model.predict(cand)
-    # A tree model is flat in places: many candidates can share the top prediction. Their centroid
-    # (it stays on the simplex and within the caps) is chosen rather than whichever came first.
-    tied = cand[pred >= pred.max() - 1e-12]
-    w = tied.mean(axis=0)
-    w = w / w.sum()
-    return list(map(float, w)), float(model.predict(w[None, :])[0]), best_run
+    best_run = {"run_id": run_ids[best], "score": float(y[best]), "weights": [float(v) for v in X[best]]}
+    if ctx.plan.verify == 0:
+        return {"weights": best_run["weights"], "predicted": None, "predicted_sd": None, "how": "best trained run",
+                "chosen": "best_run", "best_run": best_run, "verified_scores": [], "verified": best_run["score"],
+                "note": "", "stage": "done"}
+    raw = ctx.ws.scalar("SELECT final_json FROM searches WHERE search_id = ?", [ctx.search_id])
+    final = json.loads(raw) if isinstance(raw, str) else {}
+    vr = ctx.ws.query_df("SELECT score FROM proxy_runs WHERE search_id = ? AND purpose = 'verify' AND status = 'done' "
+                         "ORDER BY idx", [ctx.search_id])
+    scores = [float(v) for v in vr["score"]]
+    verified = float(np.mean(scores)) if scores else None
+    final.update(best_run=best_run, verified_scores=scores, verified=verified, stage="done")
+    if not final.get("weights") or verified is None:
+        final.update(weights=best_run["weights"], chosen="best_run",
+                     note="the final mixture could not be trained; answering with the best trained run")
+    elif verified < best_run["score"]:
+        final.update(proposed_weights=final["weights"], weights=best_run["weights"], chosen="best_run",
+                     note=(f"the proposed final verified at {verified:.4f}, below the best trained run "
+                           f"{best_run['run_id']} ({best_run['score']:.4f}); answering with that run"))
+    else:
+        final.update(chosen="optimum", note=f"verified at {verified:.4f} over {len(scores)} run(s); "
+                                             f"best exploration run {best_run['score']:.4f}")
+    return final
 
 
 def _make_job(ctx: _Context, row) -> Any:
@@ -361,6 +398,53 @@ def _default_objective():
     from climb_core.proxy.job import run_proxy_job
 
     return run_proxy_job
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM becomes an exception in the main thread, so the search records where it stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train_round(ctx: _Context, executor, fn, rnd: int, label: str, bar) -> bool:
+    """Train a round's pending runs. Returns True if the search was cancelled meanwhile."""
+    ws, search_id = ctx.ws, ctx.search_id
+    runs = search_runs(ws, search_id)
+    runs = runs[runs["round"] == rnd]
+    pending = [r for r in runs.itertuples(index=False) if r.status != "done"]
+    n_round = len(runs)
+    done_round = n_round - len(pending)
+    if not pending:
+        return False
+    jobs = [_make_job(ctx, r) for r in pending]
+
+    def on_start(job):
+        with ws.connect() as con:
+            con.execute("UPDATE proxy_runs SET status = 'running' WHERE search_id = ? AND run_id = ?", [search_id, job.run_id])
+
+    cancelled = False
+    # A cancel stops new runs from starting; runs in flight finish and are recorded.
+    gen = executor.submit_all(fn, jobs, on_start=on_start, should_stop=lambda: cancelled)
+    try:
+        for job, result in gen:
+            done_round += 1
+            status = _record(ws, search_id, job, result, f"{label}: {done_round}/{n_round} runs done")
+            bar.update(1)
+            cancelled = cancelled or status in ("cancelling", "cancelled")
+    finally:
+        gen.close()
+    return cancelled
 
 
 def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = None, progress: bool = True) -> SearchSummary:
@@ -381,71 +465,65 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
         raise SearchError(f"search {search_id} is already running in process {int(row['pid'])}; "
                           f"cancel it with `climb cancel` or wait for it")
     fn = objective or _default_objective()
-    ctx = _Context(ws, row)
+    try:
+        ctx = _Context(ws, row)
+    except ConstraintError as err:
+        raise SearchError(f"search {search_id}: the mixture constraints cannot be met: {err}") from err
     t0 = time.monotonic()
     with ws_tx(ws) as con:
         # Runs a killed process left 'running' (and runs that failed) are trained again.
         con.execute("UPDATE proxy_runs SET status = 'proposed' WHERE search_id = ? AND status IN ('running', 'failed')", [search_id])
         con.execute("UPDATE searches SET status = 'running', pid = ?, updated_at = ?, message = 'starting' WHERE search_id = ?",
                     [os.getpid(), _now(), search_id])
-    budget = sum(ctx.sizes)
+    budget = ctx.plan.total
     n_done0 = int(ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND status = 'done'", [search_id]))
     bar = tqdm(total=budget, initial=min(n_done0, budget), desc=f"search {search_id}", unit="proxy", disable=not progress)
     executor = make_executor(ctx.config.search)
     cancelled = False
+    n_rounds = len(ctx.sizes)
     try:
-        for rnd, n in enumerate(ctx.sizes, start=1):
-            existing = ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, rnd])
-            if not existing:
-                _set(ws, search_id, message=f"round {rnd}/{len(ctx.sizes)}: proposing {n} mixtures")
-                weights, predicted, report = _propose(ctx, rnd, n)
-                _write_proposals(ctx, rnd, weights, predicted, report)
-            runs = search_runs(ws, search_id)
-            runs = runs[runs["round"] == rnd]
-            pending = [r for r in runs.itertuples(index=False) if r.status != "done"]
-            n_round = len(runs)
-            done_round = n_round - len(pending)
-            if not pending:
-                continue
-            jobs = [_make_job(ctx, r) for r in pending]
-
-            def on_start(job):
-                with ws.connect() as con:
-                    con.execute("UPDATE proxy_runs SET status = 'running' WHERE search_id = ? AND run_id = ?", [search_id, job.run_id])
-
-            # A cancel stops new runs from starting; runs in flight finish and are recorded.
-            gen = executor.submit_all(fn, jobs, on_start=on_start, should_stop=lambda: cancelled)
-            try:
-                for job, result in gen:
-                    done_round += 1
-                    msg = f"round {rnd}/{len(ctx.sizes)}: {done_round}/{n_round} runs done"
-                    status = _record(ws, search_id, job, result, msg)
-                    bar.update(1)
-                    cancelled = cancelled or status in ("cancelling", "cancelled")
-            finally:
-                gen.close()
-            if cancelled:
-                break
+        with _sigterm_raises():
+            for rnd, n in enumerate(ctx.sizes, start=1):
+                if not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, rnd]):
+                    _set(ws, search_id, message=f"round {rnd}/{n_rounds}: proposing {n} mixtures")
+                    _propose_round(ctx, rnd, n)
+                cancelled = _train_round(ctx, executor, fn, rnd, f"round {rnd}/{n_rounds}", bar)
+                if cancelled:
+                    break
+            if not cancelled and ctx.plan.verify:
+                vr = ctx.plan.verify_round
+                if not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, vr]):
+                    _set(ws, search_id, message="choosing the final mixture")
+                    _propose_verification(ctx)
+                cancelled = _train_round(ctx, executor, fn, vr, "verifying the final mixture", bar)
         if cancelled:
             with ws_tx(ws) as con:
                 con.execute("UPDATE proxy_runs SET status = 'proposed' WHERE search_id = ? AND status = 'running'", [search_id])
                 con.execute("UPDATE searches SET status = 'cancelled', message = 'cancelled; run it again to resume', "
                             "updated_at = ? WHERE search_id = ?", [_now(), search_id])
         else:
-            weights, predicted, best_run = _final(ctx)
+            final = _conclude(ctx)
             n_failed = int(ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND status = 'failed'", [search_id]))
-            status = "done" if weights is not None else "failed"
-            msg = f"done: {budget - n_failed}/{budget} runs finished" if weights is not None else "failed: no proxy run finished"
-            _set(ws, search_id, status=status, message=msg, final_weights=weights, final_predicted=predicted, best_run_id=best_run)
+            if final is None:
+                _set(ws, search_id, status="failed", message="failed: no proxy run finished")
+            else:
+                msg = f"done: {budget - n_failed}/{budget} runs finished"
+                if final.get("note"):
+                    msg += f"; {final['note']}"
+                _set(ws, search_id, status="done", message=msg, final_weights=final["weights"],
+                     final_predicted=final.get("predicted") if final.get("chosen") == "optimum" else None,
+                     best_run_id=final["best_run"]["run_id"], final_json=json.dumps(final))
     except BaseException as err:
-        status = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
+        status = {KeyboardInterrupt: "cancelled", Interrupted: "interrupted"}.get(type(err), "failed")
         try:
             with ws_tx(ws) as con:
                 con.execute("UPDATE proxy_runs SET status = 'proposed' WHERE search_id = ? AND status = 'running'", [search_id])
                 con.execute("UPDATE searches SET status = ?, message = ?, updated_at = ? WHERE search_id = ?",
-                            [status, f"{type(err).__name__}: {err}"[:2000], _now(), search_id])
+                            [status, f"{type(err).__name__}: {err}; run it again to resume"[:2000], _now(), search_id])
         except Exception:  # noqa: BLE001 - the original error matters more than the bookkeeping one
             pass
+        if isinstance(err, Interrupted):
+            raise SystemExit(143) from err
         raise
     finally:
         bar.close()
@@ -463,12 +541,26 @@ def summarize(ws: Workspace, search_id: str) -> SearchSummary:
     fw = row["final_weights"]
     fp = row["final_predicted"]
     return SearchSummary(
-        search_id=search_id, strategy=row["strategy"], status=row["status"], n_runs=len(runs), n_done=len(done),
+        search_id=search_id, strategy=row["strategy"], status=shown_status(row), n_runs=len(runs), n_done=len(done),
         n_failed=int((runs["status"] == "failed").sum()),
         best_run_id=None if best is None else best["run_id"], best_score=None if best is None else float(best["score"]),
         final_weights=None if fw is None or (isinstance(fw, float)) else [float(x) for x in fw],
         final_predicted=None if fp is None or pd.isna(fp) else float(fp),
-        cluster_ids=[int(i) for i in row["cluster_ids"]])
+        cluster_ids=[int(i) for i in row["cluster_ids"]], final=_final_json(row))
+
+
+def _final_json(row: dict[str, Any]) -> dict[str, Any]:
+    raw = row.get("final_json")
+    return json.loads(raw) if isinstance(raw, str) and raw else {}
+
+
+def shown_status(row: dict[str, Any]) -> str:
+    """The status to show: a search recorded as running whose process is gone was interrupted."""
+    pid = row.get("pid")
+    own = pid is not None and not (isinstance(pid, float) and math.isnan(pid)) and int(pid) == os.getpid()
+    if row["status"] in ("running", "cancelling") and not (own or _pid_alive(pid)):
+        return "interrupted"
+    return row["status"]
 
 
 def cancel_search(ws: Workspace, search_id: str) -> str:
@@ -511,7 +603,8 @@ def search_report(ws: Workspace, search_id: str) -> dict[str, Any]:
         run_list.append({
             "run_id": r["run_id"], "round": int(r["round"]), "idx": int(r["idx"]), "status": r["status"],
             "weights": _clean(r["weights"]), "seed": int(r["seed"]), "tokens": _clean(r["tokens"]),
-            "predicted": _clean(r["predicted"]), "score": _clean(r["score"]),
+            "predicted": _clean(r["predicted"]), "predicted_sd": _clean(r.get("predicted_sd")),
+            "purpose": r.get("purpose") or "explore", "score": _clean(r["score"]),
             "scores": json.loads(r["scores_json"]) if isinstance(r["scores_json"], str) else None,
             "epochs": json.loads(r["epochs_json"]) if isinstance(r["epochs_json"], str) else None,
             "loss_curve": _clean(r["loss_curve"]), "wall_s": _clean(r["wall_s"]), "host": r["host"],
@@ -526,17 +619,25 @@ def search_report(ws: Workspace, search_id: str) -> dict[str, Any]:
     best_run = max(finished, key=lambda r: r["score"]) if finished else None
     cfg = json.loads(row["config_json"])
     c = ClimbConfig() if not cfg else config_from_dict(cfg)
+    p = plan(row["strategy"], c)
+    preds = []
+    for rep in reports.to_dict("records"):
+        d = {k: _clean(v) for k, v in rep.items() if k != "candidates_json"}
+        d["candidates"] = json.loads(rep["candidates_json"]) if isinstance(rep.get("candidates_json"), str) else []
+        preds.append(d)
     return {
-        "search_id": search_id, "name": row["name"], "strategy": row["strategy"], "status": row["status"],
+        "search_id": search_id, "name": row["name"], "strategy": row["strategy"], "status": shown_status(row),
         "message": row["message"], "created_at": _clean(row["created_at"]), "updated_at": _clean(row["updated_at"]),
         "pid": _clean(row["pid"]), "config": cfg, "target": json.loads(row["target_json"] or "[]"),
         "cluster_ids": _clean(row["cluster_ids"]), "cluster_labels": _clean(row["cluster_labels"]),
         "prior": _clean(row["prior"]),
-        "round_sizes": round_sizes(row["strategy"], c.search.budget, c.search.rounds, list(c.search.round_split)),
+        "round_sizes": p.explore + ([p.verify] if p.verify else []),
+        "verify_round": p.verify_round if p.verify else None,
         "runs": run_list,
-        "predictor_reports": [{k: _clean(v) for k, v in rep.items()} for rep in reports.to_dict("records")],
+        "predictor_reports": preds,
         "best_so_far": best_so_far,
         "best_run": best_run,
         "final_weights": _clean(row["final_weights"]),
         "final_predicted": _clean(row["final_predicted"]),
+        "final": _final_json(row),
     }

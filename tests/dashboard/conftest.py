@@ -216,7 +216,9 @@ def _fake_search(con, active: pd.DataFrame, rng, now) -> None:
                          "proposed_at": t, "finished_at": t})
     best = max(runs, key=lambda r: r["score"])
     cfg = {"search": {"strategy": "climb", "budget": 11}, "proxy": {"kind": "ngram"}}
-    con.execute("INSERT INTO searches VALUES (?, 'synthetic', 'climb', 'done', ?, '[]', ?, ?, ?, ?, ?, NULL, "
+    con.execute("INSERT INTO searches (search_id, name, strategy, status, config_json, target_json, cluster_ids, "
+                "cluster_labels, prior, created_at, updated_at, pid, message, final_weights, final_predicted, best_run_id) "
+                "VALUES (?, 'synthetic', 'climb', 'done', ?, '[]', ?, ?, ?, ?, ?, NULL, "
                 "'finished', ?, ?, ?)", [sid, json.dumps(cfg), ids, labels, prior, now, now, best["weights"],
                                          best["score"], best["run_id"]])
     df = pd.DataFrame(runs)
@@ -228,7 +230,8 @@ def _fake_search(con, active: pd.DataFrame, rng, now) -> None:
     con.unregister("df")
     for rnd, n_train, sp in [(1, 6, 0.6), (2, 9, 0.8)]:
         imp = np.abs(rng.normal(0, 1, len(ids)))
-        con.execute("INSERT INTO predictor_reports VALUES (?, ?, ?, ?, ?, 'lightgbm', ?, ?)",
+        con.execute("INSERT INTO predictor_reports (search_id, round, n_train, spearman, r2, method, importance, "
+                    "created_at, predictor, flat) VALUES (?, ?, ?, ?, ?, 'lightgbm', ?, ?, 'lightgbm', false)",
                     [sid, rnd, n_train, sp, sp - 0.2, (imp / imp.sum()).tolist(), now])
 
 
