@@ -75,8 +75,24 @@ STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
         ("--n-embd", "proxy.n_embd", int, "GPT width"),
         ("--temperature", "mixture.temperature", float, "temperature on the token prior"),
         ("--cap-multiple", "mixture.cap_multiple", float, "cap per cluster as a multiple of its prior"),
+        ("--predictor", "search.predictor", str, "auto (best by cross-validation each round), loglinear, gp or lightgbm"),
+        ("--acquisition", "search.acquisition", str, "thompson or ei"),
+        ("--verify-seeds", "search.verify_seeds", int, "training runs of the final mixture (in the budget)"),
+        ("--min-weight", "mixture.min_weight", float, "every weight is 0 or at least this"),
+        ("--max-epochs", "mixture.max_epochs", float, "repetition cap: epochs per cluster at --final-tokens"),
+        ("--final-tokens", "mixture.final_tokens", int, "token budget of the final model (for --max-epochs)"),
+        ("--pin", "mixture.pinned", str, "clusters held at a weight, e.g. 3=0.1,5=0.05"),
+        ("--exclude", "mixture.excluded", str, "clusters given no weight, e.g. 4,9"),
     ],
 }
+STAGE_FLAGS["study"] = [
+    ("--strategies", "study.strategies", str, "strategies to compare, e.g. climb,regmix,random,uniform,natural"),
+    ("--predictors", "study.predictors", str, "climb runs once per predictor, e.g. auto,loglinear"),
+    ("--seeds", "study.seeds", int, "search seeds per strategy"),
+    ("--final-kind", "study.final_kind", str, "proxy kind of the final model (gpt or ngram)"),
+    ("--final-multiple", "study.final_token_multiple", float, "final model tokens as a multiple of --tokens"),
+    ("--final-seeds", "study.final_seeds", int, "training seeds per final model"),
+]
 SEED_FLAG = {"cluster": "cluster.seed", "map": "map.seed", "search": "search.seed", "tokens": "tokenizer.seed"}
 
 
@@ -114,7 +130,9 @@ def _overrides(args: argparse.Namespace, stages: list[str]) -> dict[str, Any]:
     return out
 
 
-def _resolve_config(ws: Workspace, args: argparse.Namespace, stages: list[str]) -> ClimbConfig:
+def _resolve_config(ws: Workspace, args: argparse.Namespace, stages: list[str], save: bool = True) -> ClimbConfig:
+    """The workspace's config with --config and flags applied. Stages save it as the new default;
+    searches and studies (save=False) keep theirs with the search and leave the defaults alone."""
     config = load_config(args.config) if getattr(args, "config", None) else ws.load_config()
     config = with_overrides(config, _overrides(args, stages))
     inputs = getattr(args, "input", None)
@@ -128,7 +146,7 @@ def _resolve_config(ws: Workspace, args: argparse.Namespace, stages: list[str]) 
         for spec in config.target.specs:
             if spec.kind == "mc":
                 spec.metric = metric
-    if config != ws.load_config():
+    if save and config != ws.load_config():
         ws.save_config(config)
     return config
 
@@ -260,7 +278,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         config = config_from_dict(json.loads(stored))
         _print(f"resuming search {search_id}")
     else:
-        config = _resolve_config(ws, args, ["search", "tokens"])
+        config = _resolve_config(ws, args, ["search", "tokens"], save=False)
     run_stage(ws, "tokens", config, progress=not args.quiet)
     if not args.resume:
         search_id = create_search(ws, config, name=args.name, search_id=args.search_id)
@@ -270,6 +288,32 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     _print_search(search_report(ws, search_id))
     _print(f"next: climb export {args.workspace} --run {search_id} --out DIR   (or see it in `climb dashboard`)")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from climb_core.pipeline import run_stage
+    from climb_core.search.study import create_study, report_markdown, run_study
+
+    ws = _open(args.workspace)
+    if args.resume:
+        from climb_core.config import config_from_dict
+
+        study_id = args.resume
+        stored = ws.scalar("SELECT config_json FROM studies WHERE study_id = ?", [study_id])
+        if stored is None:
+            raise CliError(f"no study {study_id!r} in {ws.root}")
+        config = config_from_dict(json.loads(stored))
+        _print(f"resuming study {study_id}")
+    else:
+        config = _resolve_config(ws, args, ["search", "tokens", "study"], save=False)
+    run_stage(ws, "tokens", config, progress=not args.quiet)
+    if not args.resume:
+        study_id = create_study(ws, config, name=args.name, study_id=args.study_id)
+        _print(f"study {study_id} created (continue it with --resume {study_id} if it stops)")
+    rep = run_study(ws, study_id, progress=not args.quiet)
+    _print(report_markdown(rep))
+    _print(f"report: {rep['report_dir']}/study.md, study.html, study.json")
     return 0
 
 
@@ -297,14 +341,23 @@ def _print_search(rep: dict[str, Any]) -> None:
     for run in rep.get("runs", []):
         if run["status"] == "done" and run["score"] is not None:
             by_round.setdefault(run["round"], []).append(run["score"])
-    spearman = {r["round"]: r["spearman"] for r in rep.get("predictor_reports", [])}
+    reports = {r["round"]: r for r in rep.get("predictor_reports", [])}
+    verify_round = rep.get("verify_round")
     for rnd, scores in sorted(by_round.items()):
-        sp = spearman.get(rnd)
-        _print(f"   round {rnd}: {len(scores):>3} runs  mean {sum(scores) / len(scores):.4f}  best {max(scores):.4f}"
-               + ("" if sp is None else f"   predictor Spearman before this round {sp:.3f}"))
+        r = reports.get(rnd)
+        sp = None if r is None else r.get("spearman")
+        name = "verification" if rnd == verify_round else f"round {rnd}"
+        chosen = "" if r is None else f"   predictor {r.get('predictor') or '?'}" + ("" if sp is None else f" (CV Spearman {sp:.2f})")
+        _print(f"   {name}: {len(scores):>3} runs  mean {sum(scores) / len(scores):.4f}  best {max(scores):.4f}{chosen}")
     best = rep.get("best_run")
     if best:
         _print(f"   best trained run {best['run_id']}: score {best['score']:.4f}")
+    final = rep.get("final") or {}
+    if final.get("how"):
+        pred = final.get("predicted")
+        _print(f"   final: {final['how']}" + ("" if pred is None else f", predicted {pred:.4f}")
+               + ("" if final.get("verified") is None else f", verified {final['verified']:.4f}")
+               + (f" ({final['note']})" if final.get("note") else ""))
     weights = rep.get("final_weights")
     if weights:
         labels = rep.get("cluster_labels") or [str(c) for c in rep.get("cluster_ids", [])]
@@ -458,6 +511,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_config_flags(p, ["search", "tokens"])
     p.set_defaults(fn=cmd_search)
+
+    p = sub.add_parser("study", help="compare every strategy on one target; re-train each final as a larger model")
+    p.add_argument("workspace")
+    p.add_argument("--target", action="append", help="target, as for `climb search` (repeatable)")
+    p.add_argument("--metric", help="metric for every multiple-choice target: acc, acc_norm or loglik")
+    p.add_argument("--name", help="a name for the study")
+    p.add_argument("--resume", metavar="STUDY_ID", help="continue a stopped study")
+    p.add_argument("--study-id", help="id for the new study")
+    p.add_argument("--quiet", action="store_true")
+    _add_config_flags(p, ["search", "tokens", "study"])
+    p.set_defaults(fn=cmd_study)
 
     p = sub.add_parser("runs", help="list searches and their proxy runs")
     p.add_argument("workspace")

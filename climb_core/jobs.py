@@ -207,6 +207,21 @@ def start_search_job(ws: Workspace, config, name: str | None = None) -> str:
     return search_id
 
 
+def start_study_job(ws: Workspace, config, name: str | None = None) -> str:
+    """Start `climb study` in a background worker; returns the study id at once."""
+    from climb_core.config import save_config
+
+    study_id = f"study-{_now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    cfg_path = ws.logs_dir / f"{study_id}.toml"
+    ws.logs_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, cfg_path)
+    argv = _climb("study", str(ws.root), "--config", str(cfg_path), "--study-id", study_id, "--quiet")
+    if name:
+        argv += ["--name", name]
+    start_job(ws, "study", argv, {"study_id": study_id, "name": name})
+    return study_id
+
+
 def resume_search_job(ws: Workspace, search_id: str) -> str:
     """Run (or continue) an existing search in a background worker; returns the job id."""
     return start_job(ws, "search", _climb("search", str(ws.root), "--resume", search_id, "--quiet"),

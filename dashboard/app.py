@@ -64,6 +64,7 @@ nav = st.navigation([
     st.Page(PAGES / "search.py", title="Search", icon=":material/search:"),
     st.Page(PAGES / "rounds.py", title="Rounds", icon=":material/monitoring:"),
     st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare:"),
+    st.Page(PAGES / "study.py", title="Study", icon=":material/science:"),
     st.Page(PAGES / "export.py", title="Export", icon=":material/download:"),
 ])
 _sidebar_chooser()

@@ -7,9 +7,7 @@ The package's modules, each with one job:
                the per-round choice between them by cross-validation
   acquisition  proposals that maximise an acquisition over the constraint set
   strategies   what each strategy proposes per round and what it returns as its final mixture
-  store        the search's rows in the catalogue (searches, proxy_runs, predictor_reports)
-  engine       the loop: rounds, verification, resume, cancel
-  report       what the CLI and the dashboard show about a search
+  engine       the loop: rounds, verification, resume, cancel, and the rows it keeps in the catalogue
   study        many searches on one target, compared on a larger final model
 """
 
@@ -17,5 +15,9 @@ from climb_core.search.engine import (STRATEGIES, SearchError, SearchSummary, ca
                                       list_searches, new_search_id, round_sizes, run_search, search_report,
                                       search_runs, summarize)
 
-__all__ = ["STRATEGIES", "SearchError", "SearchSummary", "cancel_search", "create_search", "list_searches",
+from climb_core.search.predictors.select import PREDICTORS
+from climb_core.search.study import create_study, list_studies, run_study, study_report
+
+__all__ = ["PREDICTORS", "create_study", "list_studies", "run_study", "study_report",
+           "STRATEGIES", "SearchError", "SearchSummary", "cancel_search", "create_search", "list_searches",
            "new_search_id", "round_sizes", "run_search", "search_report", "search_runs", "summarize"]

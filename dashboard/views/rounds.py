@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -65,9 +68,22 @@ def _draw() -> None:
     m[2].metric("Rounds", int(runs["round"].max()) if not runs.empty else 0)
     m[3].metric("Best score", "–" if done.empty else f"{done['score'].max():.4f}")
     last_sp = reports["spearman"].dropna()
-    m[4].metric("Predictor Spearman", "–" if last_sp.empty else f"{last_sp.iloc[-1]:.3f}")
+    last_pred = reports["predictor"].dropna() if "predictor" in reports else reports["spearman"].iloc[0:0]
+    m[4].metric("Predictor CV Spearman", "–" if last_sp.empty else f"{last_sp.iloc[-1]:.3f}",
+                help=None if last_pred.empty else f"latest predictor: {last_pred.iloc[-1]}")
     if info.get("message"):
         st.caption(w.md(info["message"]))
+    final = info.get("final") or {}
+    if final.get("how"):
+        parts = [f"**Final mixture:** {final['how']}"]
+        if final.get("predicted") is not None:
+            sd = final.get("predicted_sd")
+            parts.append(f"predicted {final['predicted']:.4f}" + ("" if sd is None else f" ± {sd:.4f}"))
+        if final.get("verified") is not None:
+            parts.append(f"verified {final['verified']:.4f} over {len(final.get('verified_scores') or [])} run(s)")
+        st.markdown(w.md(" · ".join(parts)))
+        if final.get("chosen") == "best_run" and final.get("note"):
+            st.warning(final["note"])
     if runs.empty:
         st.info("No proxy runs yet.")
         return
@@ -77,8 +93,14 @@ def _draw() -> None:
         pv = done.dropna(subset=["predicted", "score"])
         fig = go.Figure()
         for i, (rnd, g) in enumerate(pv.groupby("round")):
-            fig.add_scatter(x=g["predicted"], y=g["score"], mode="markers", name=f"round {rnd}",
-                            marker=dict(size=8, color=w.PALETTE[i % len(w.PALETTE)]), hovertext=g["run_id"].map(w.esc))
+            sd = g["predicted_sd"] if "predicted_sd" in g else None
+            # Error bars: the predictor's own interval (±1 sd) where it has a posterior.
+            err = None if sd is None or sd.isna().all() else dict(type="data", array=sd.fillna(0).tolist(), visible=True)
+            verify = "purpose" in g and (g["purpose"] == "verify").all()
+            fig.add_scatter(x=g["predicted"], y=g["score"], mode="markers", error_x=err,
+                            name="final (verification)" if verify else f"round {rnd}",
+                            marker=dict(size=11 if verify else 8, symbol="star" if verify else "circle",
+                                        color=w.PALETTE[i % len(w.PALETTE)]), hovertext=g["run_id"].map(w.esc))
         if not pv.empty:
             lo = float(min(pv["predicted"].min(), pv["score"].min()))
             hi = float(max(pv["predicted"].max(), pv["score"].max()))
@@ -109,10 +131,23 @@ def _draw() -> None:
             st.plotly_chart(w.weights_bars({f"round {reports['round'].iloc[-1]}": imp}, names,
                                            "Per-cluster importance (latest predictor)", y_title="importance"), key="importance")
 
+    if not reports.empty and "predictor" in reports:
+        st.markdown("**Predictor per round** (every candidate is cross-validated on the runs so far; "
+                    "a flat one is never used to rank)")
+        table = []
+        for r in reports.itertuples():
+            cands = json.loads(r.candidates_json) if isinstance(r.candidates_json, str) else []
+            cv = ", ".join(f"{c['name']} {c['spearman']:.2f}" if c.get("spearman") is not None
+                           else f"{c['name']} n/a" for c in cands)
+            table.append({"round": int(r.round), "runs seen": int(r.n_train), "chosen": r.predictor,
+                          "CV Spearman": r.spearman, "CV R²": r.r2, "flat": r.flat,
+                          "all candidates (CV Spearman)": cv, "why": r.reason, "proposals": r.method})
+        st.dataframe(pd.DataFrame(table), hide_index=True)
+
     top = done.sort_values("score", ascending=False).head(3)
     mixes = {f"run {r.run_id} ({r.score:.4f})": list(r.weights) for r in top.itertuples()}
     if info.get("final_weights"):
-        mixes = {"final (predicted best)": info["final_weights"], **mixes}
+        mixes = {"final": info["final_weights"], **mixes}
     if info.get("prior"):
         mixes["token prior"] = info["prior"]
     if mixes and names and all(len(v) == len(names) for v in mixes.values()):

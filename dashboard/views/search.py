@@ -39,10 +39,18 @@ with st.form("new_search"):
     rounds = s3.number_input("Rounds", 1, 20, base.search.rounds)
     split = s4.text_input("Budget split per round", ",".join(map(str, base.search.round_split)))
     s5, s6, s7, s8 = st.columns(4)
-    pool_samples = s5.number_input("Candidates scored per round", 100, 10_000_000, base.search.n_pool_samples, step=1000)
-    pool_min = s6.number_input("Pool size (min)", 1, 100_000, base.search.pool_min)
-    seed = s7.number_input("Seed", 0, 2**31 - 1, base.search.seed)
-    workers = s8.number_input("Parallel proxies", 1, 64, base.search.workers)
+    predictors = ["auto", "loglinear", "gp", "lightgbm"]
+    predictor = s5.selectbox("Predictor", predictors, index=predictors.index(base.search.predictor)
+                             if base.search.predictor in predictors else 0,
+                             help="auto: each round, the predictor with the best cross-validated Spearman on the runs so far.")
+    acquisition = s6.selectbox("Acquisition", ["thompson", "ei"], index=0 if base.search.acquisition == "thompson" else 1,
+                               help="thompson: each proposal is the optimum of one posterior draw; ei: expected improvement.")
+    verify_seeds = s7.number_input("Verification runs of the final", 0, 10, base.search.verify_seeds,
+                                   help="Counted in the budget. The final is kept only if it verifies at least as well as the best run.")
+    pool_samples = s8.number_input("Candidates per round", 100, 1_000_000, base.search.n_pool_samples, step=1000)
+    s9, s10, _s11, _s12 = st.columns(4)
+    seed = s9.number_input("Seed", 0, 2**31 - 1, base.search.seed)
+    workers = s10.number_input("Parallel proxies", 1, 64, base.search.workers)
 
     st.markdown("**Proxy**")
     p1, p2, p3, p4 = st.columns(4)
@@ -61,6 +69,15 @@ with st.form("new_search"):
                                    base.mixture.max_concentration if base.mixture.max_concentration in
                                    (0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0) else 5.0))
     cap = d3.slider("Cap (× prior)", 1.0, 50.0, float(base.mixture.cap_multiple), 0.5)
+
+    st.markdown("**Constraints** (every strategy, every proposal and the final respect them)")
+    k1, k2, k3 = st.columns(3)
+    min_weight = k1.number_input("Minimum non-zero weight", 0.0, 0.5, float(base.mixture.min_weight), format="%.4f")
+    max_epochs = k2.number_input("Max epochs per cluster (0 = no cap)", 0.0, 1000.0, float(base.mixture.max_epochs))
+    final_tokens = k3.number_input("… at a final model of (tokens)", 0, 10**13, int(base.mixture.final_tokens), step=1_000_000)
+    k4, k5 = st.columns(2)
+    pinned = k4.text_input("Pinned clusters (ID=WEIGHT, comma-separated)", ",".join(base.mixture.pinned))
+    excluded = k5.text_input("Excluded clusters (IDs, comma-separated)", ",".join(map(str, base.mixture.excluded)))
     launch = st.form_submit_button("Launch search", type="primary")
 
 if launch:
@@ -73,7 +90,13 @@ if launch:
     except ValueError:
         round_split = []
     layers, width = (int(v) for v in size.split("×"))
-    if not specs:
+    try:
+        excluded_ids = [int(x) for x in excluded.split(",") if x.strip()]
+    except ValueError:
+        excluded_ids = None
+    if excluded_ids is None:
+        st.error("Excluded clusters must be cluster IDs such as 3,7.")
+    elif not specs:
         st.error("Choose at least one target.")
     elif not round_split:
         st.error("Budget split must be integers such as 4,2,1.")
@@ -82,12 +105,15 @@ if launch:
             base,
             search=dataclasses.replace(base.search, strategy=strategy, budget=int(budget), rounds=int(rounds),
                                        round_split=round_split, n_pool_samples=int(pool_samples),
-                                       pool_min=int(pool_min), seed=int(seed), workers=int(workers),
-                                       name=name or base.search.name),
+                                       predictor=predictor, acquisition=acquisition, verify_seeds=int(verify_seeds),
+                                       seed=int(seed), workers=int(workers), name=name or base.search.name),
             proxy=dataclasses.replace(base.proxy, kind=kind, tokens=int(tokens), device=device, n_layer=layers,
                                       n_embd=width, n_head=max(1, width // 64)),
             mixture=dataclasses.replace(base.mixture, temperature=float(temperature), min_concentration=float(conc[0]),
-                                        max_concentration=float(conc[1]), cap_multiple=float(cap)),
+                                        max_concentration=float(conc[1]), cap_multiple=float(cap),
+                                        min_weight=float(min_weight), max_epochs=float(max_epochs),
+                                        final_tokens=int(final_tokens), excluded=excluded_ids,
+                                        pinned=[p.strip() for p in pinned.split(",") if p.strip()]),
             target=dataclasses.replace(base.target, specs=specs),
         )
         try:

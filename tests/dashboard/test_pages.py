@@ -15,7 +15,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
-PAGES = ["home", "map", "clusters", "search", "rounds", "compare", "export"]
+PAGES = ["home", "map", "clusters", "search", "rounds", "compare", "study", "export"]
 
 
 
@@ -170,8 +170,10 @@ def test_launch_search_from_the_page(ws, monkeypatch, edited):
     widget(at.number_input, "Budget").set_value(3)
     widget(at.number_input, "Rounds").set_value(2)
     widget(at.text_input, "Budget split").set_value("2,1")
-    widget(at.number_input, "Candidates scored").set_value(500)
-    widget(at.number_input, "Pool size").set_value(8)
+    widget(at.number_input, "Candidates per round").set_value(500)
+    widget(at.selectbox, "Predictor").set_value("loglinear")
+    widget(at.number_input, "Verification runs").set_value(1)
+    widget(at.text_input, "Excluded clusters").set_value(str(int(queries.cluster_table(ws, ["active"])["cluster_id"].iloc[0])))
     widget(at.selectbox, "Proxy kind").set_value("ngram")
     widget(at.number_input, "Tokens per proxy").set_value(5000)
     widget(at.button, "Launch search").click().run()
@@ -196,6 +198,12 @@ def test_launch_search_from_the_page(ws, monkeypatch, edited):
     assert (runs["status"] == "done").sum() >= 1
     info = queries.search_info(ws, sid)
     assert info["config"]["proxy"]["kind"] == "ngram" and info["config"]["search"]["budget"] == 3
+    assert info["config"]["search"]["predictor"] == "loglinear"
+    # The excluded cluster got no weight in any run nor in the final; the final was verified.
+    excluded = info["config"]["mixture"]["excluded"][0]
+    col = info["cluster_ids"].index(excluded)
+    assert all(list(w)[col] == 0 for w in runs["weights"]) and info["final_weights"][col] == 0
+    assert (runs["purpose"] == "verify").sum() == 1 and info["final"]["stage"] == "done"
     at = open_page(ws, "rounds", monkeypatch)
     no_errors(at)
 
@@ -266,3 +274,24 @@ def test_export_page_runs_an_export(ws, monkeypatch):
     no_errors(at)
     assert not queries.exports(ws, done["search_id"].iloc[0]).empty
     assert any(b.label.startswith("Download weights") for b in at.get("download_button"))
+
+
+def test_study_page_shows_a_finished_study(ws, monkeypatch):
+    from climb_core.config import TargetSpec
+    from climb_core.search import create_study, run_study
+    from climb_core.synthetic import objective
+
+    cfg = ws.load_config()
+    cfg.search.budget = 6
+    cfg.study.strategies = ["climb", "natural"]
+    cfg.study.seeds = 1
+    cfg.study.final_seeds = 2
+    cfg.target.specs = [TargetSpec(kind="text", path="synthetic-objective.jsonl", name="synthetic")]
+    sid = create_study(ws, cfg, name="page study")
+    run_study(ws, sid, objective=objective, progress=False)
+    at = open_page(ws, "study", monkeypatch)
+    no_errors(at)
+    assert any("Verdict" in m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    assert set(table["strategy"]) == {"climb:auto", "natural"}
+    assert (table["finals trained"] == 2).all()

@@ -1,0 +1,77 @@
+"""Study: every strategy on one target, finals re-trained as a larger model; launch one, read its report."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import streamlit as st
+
+from climb_core import jobs
+from climb_core.search import list_studies, study_report
+from climb_core.search.study import report_figures
+from dashboard import widgets as w
+
+ws = w.workspace()
+st.title("Study")
+st.caption("Does the searched mixture beat simple choices on a larger model? A study runs each strategy on one "
+           "target and budget over several seeds, re-trains every final mixture as the final model, and reports "
+           "the mean and spread per strategy. Targets, budget and proxy come from the workspace's search settings.")
+if flash := st.session_state.pop("study_flash", None):
+    st.success(flash)
+
+base = ws.load_config()
+with st.form("new_study"):
+    name = st.text_input("Study name (optional)")
+    c1, c2, c3 = st.columns(3)
+    strategies = c1.multiselect("Strategies", ["climb", "regmix", "random", "uniform", "natural"],
+                                default=base.study.strategies)
+    predictors = c2.multiselect("CLIMB predictors (one CLIMB arm each)", ["auto", "loglinear", "gp", "lightgbm"],
+                                default=base.study.predictors)
+    seeds = c3.number_input("Search seeds per strategy", 1, 20, base.study.seeds)
+    c4, c5, c6 = st.columns(3)
+    final_kind = c4.selectbox("Final model", ["gpt", "ngram"], index=0 if base.study.final_kind == "gpt" else 1)
+    multiple = c5.number_input("Final tokens (× proxy tokens)", 1.0, 100.0, float(base.study.final_token_multiple))
+    final_seeds = c6.number_input("Final-model seeds", 1, 10, base.study.final_seeds)
+    st.caption(w.md(f"Budget {base.search.budget} proxy runs per search, {base.proxy.kind} proxies on "
+                    f"{base.proxy.tokens:,} tokens; targets: "
+                    + (", ".join(s.name or s.path for s in base.target.specs) or "none set (set them on Search)")))
+    go_ = st.form_submit_button("Start study", type="primary")
+if go_:
+    if not strategies or not base.target.specs:
+        st.error("Choose at least one strategy, and set a target on the Search page first.")
+    else:
+        cfg = dataclasses.replace(base, study=dataclasses.replace(
+            base.study, strategies=list(strategies), predictors=list(predictors) or ["auto"], seeds=int(seeds),
+            final_kind=final_kind, final_token_multiple=float(multiple), final_seeds=int(final_seeds)))
+        try:
+            sid = jobs.start_study_job(ws, cfg, name or None)
+        except Exception as err:  # noqa: BLE001 - shown to the user
+            st.error(f"{type(err).__name__}: {err}")
+        else:
+            st.session_state["study_pick"] = sid
+            st.session_state["study_flash"] = f"Study {sid} started in the background."
+            st.rerun()
+
+studies = list_studies(ws)
+if studies.empty:
+    st.info("No studies yet. Start one above, or run `climb study WORKSPACE --target ...`.")
+    st.stop()
+ids = studies["study_id"].tolist()
+want = st.session_state.get("study_pick")
+sid = st.selectbox("Study", ids, index=ids.index(want) if want in ids else 0,
+                   format_func=lambda s: f"{studies.set_index('study_id').loc[s, 'name']} · "
+                                         f"{studies.set_index('study_id').loc[s, 'status']} ({s})")
+rep = study_report(ws, sid)
+st.markdown(w.md(f"**Status:** {rep['status']} — {rep.get('message') or ''}"))
+st.markdown(w.md(f"**Verdict:** {rep['verdict']}"))
+fm = rep["final_model"]
+st.caption(w.md(f"Final model: {fm['kind']} on {fm['tokens']:,} tokens, {fm['seeds']} seeds; budget {rep['budget']}."))
+rows = []
+for s in rep["strategies"].values():
+    rows.append({"strategy": s["label"], "final score (mean)": s.get("final_mean"), "spread (sd)": s.get("final_sd"),
+                 "spread over": s.get("final_sd_over"), "searches": len(s["searches"]), "finals trained": s.get("n_final")})
+if rows:
+    st.dataframe(pd.DataFrame(rows).sort_values("final score (mean)", ascending=False), hide_index=True)
+for i, fig in enumerate(report_figures(rep)):
+    st.plotly_chart(fig, key=f"study_fig_{i}")
