@@ -1,7 +1,8 @@
 """The `climb` command: parses flags into a ClimbConfig, calls the engine, prints what happened.
 
-Every stage command reads WORKSPACE/climb.toml, applies --config FILE and its flags on top, and saves
-the result back, so the workspace's config file always records how its contents were built.
+Every stage command reads WORKSPACE/climb.toml, applies the keys of --config FILE and its flags on top,
+and saves the result back once the stage succeeds, so the workspace's config file always records how
+its contents were built.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,10 +132,14 @@ def _overrides(args: argparse.Namespace, stages: list[str]) -> dict[str, Any]:
     return out
 
 
-def _resolve_config(ws: Workspace, args: argparse.Namespace, stages: list[str], save: bool = True) -> ClimbConfig:
-    """The workspace's config with --config and flags applied. Stages save it as the new default;
-    searches and studies (save=False) keep theirs with the search and leave the defaults alone."""
-    config = load_config(args.config) if getattr(args, "config", None) else ws.load_config()
+def _resolve_config(ws: Workspace, args: argparse.Namespace, stages: list[str]) -> ClimbConfig:
+    """The workspace's config, then the keys --config FILE sets (tables merge key by key), then flags.
+
+    Nothing is saved here: stages save it with `_save_config` once they succeed, searches and
+    studies keep theirs with the search and leave the workspace's defaults alone."""
+    config = ws.load_config()
+    if getattr(args, "config", None):
+        config = load_config(args.config, base=config)
     config = with_overrides(config, _overrides(args, stages))
     inputs = getattr(args, "input", None)
     if inputs:
@@ -146,14 +152,20 @@ def _resolve_config(ws: Workspace, args: argparse.Namespace, stages: list[str], 
         for spec in config.target.specs:
             if spec.kind == "mc":
                 spec.metric = metric
-    if save and config != ws.load_config():
-        ws.save_config(config)
     return config
+
+
+def _save_config(ws: Workspace, config: ClimbConfig) -> None:
+    """Record a config as the workspace's default; called only after the stages it ran with
+    succeeded, so a failed run leaves climb.toml describing what the workspace was built with."""
+    if config != ws.load_config():
+        ws.save_config(config)
 
 
 def parse_target(text: str) -> TargetSpec:
     """`arc_easy`, `mc:PATH`, `text:PATH`, `text:cluster:3`, with optional `,metric=M,weight=W,max_items=N`."""
-    head, *opts = text.split(",")
+    # Options are the trailing ",key=value" parts with a known key, so a query predicate may hold commas.
+    head, *opts = re.split(r",(?=(?:metric|weight|max_items|name)=)", text)
     kind, sep, path = head.partition(":")
     if not sep or kind not in {"mc", "text"}:
         kind, path = "mc", head
@@ -195,6 +207,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.command == "ingest" and not config.ingest.paths:
         raise CliError("no input: pass --input PATH (files or folders), or set ingest.paths in climb.toml")
     outcome = run_stage(ws, args.command, config, force=args.force, progress=not args.quiet)
+    _save_config(ws, config)
     _print(outcome.summary())
     return 0
 
@@ -207,6 +220,8 @@ def cmd_run_all(args: argparse.Namespace) -> int:
     if not config.ingest.paths:
         raise CliError("no input: pass --input PATH (files or folders), or set ingest.paths in climb.toml")
     run_all(ws, config, force=args.force, progress=not args.quiet, on_stage=lambda o: _print(o.summary()))
+    # Saved once every stage has run, so a run that stops part-way leaves climb.toml as it was.
+    _save_config(ws, config)
     _print_status(ws)
     return 0
 
@@ -278,7 +293,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         config = config_from_dict(json.loads(stored))
         _print(f"resuming search {search_id}")
     else:
-        config = _resolve_config(ws, args, ["search", "tokens"], save=False)
+        config = _resolve_config(ws, args, ["search", "tokens"])
     run_stage(ws, "tokens", config, progress=not args.quiet)
     if not args.resume:
         search_id = create_search(ws, config, name=args.name, search_id=args.search_id)
@@ -306,7 +321,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         config = config_from_dict(json.loads(stored))
         _print(f"resuming study {study_id}")
     else:
-        config = _resolve_config(ws, args, ["search", "tokens", "study"], save=False)
+        config = _resolve_config(ws, args, ["search", "tokens", "study"])
     run_stage(ws, "tokens", config, progress=not args.quiet)
     if not args.resume:
         study_id = create_study(ws, config, name=args.name, study_id=args.study_id)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+import tomli_w
 import yaml
 
 
@@ -182,7 +183,7 @@ class PredictorConfig:
     early_stopping: int = opt(30, "LightGBM early-stopping patience in rounds.")
     min_valid: int = opt(10, "LightGBM uses the valid_fraction split for early stopping once it holds this many points; with fewer, k-fold CV (cv_folds) picks the stopping round. The model is then refit on every point.")
     cv_folds: int = opt(5, "Folds of the cross-validation that scores every predictor each round (leave-one-out up to 12 runs).")
-    gp_restarts: int = opt(2, "Restarts of the Gaussian process's hyperparameter optimiser.")
+    gp_restarts: int = opt(0, "Extra random restarts of the Gaussian process's hyperparameter optimiser (each ~0.25 s at 25 runs; measured: no gain in CV Spearman on the known-answer benchmark).")
     seed: int = opt(0, "Random seed.")
 
 
@@ -196,6 +197,7 @@ class SearchConfig:
     predictor: str = opt("auto", "Weights -> score model for climb: auto (per round, the best by cross-validation), loglinear, gp or lightgbm.")
     acquisition: str = opt("thompson", "How climb proposes: thompson (each proposal the optimum of one posterior draw) or ei (expected improvement).")
     min_distance: float = opt(0.05, "Proposals in one round stay at least this far apart (L1) from each other and from trained runs.")
+    final_risk: float = opt(0.0, "The final mixture maximises predicted mean - final_risk x predicted sd (models with a posterior): above 0 it prefers mixtures the predictor is sure of.")
     verify_seeds: int = opt(1, "Training runs of the final mixture before the search ends (counted in the budget; at most a third of it).")
     n_pool_samples: int = opt(4000, "Dirichlet samples per round that candidates are drawn from (plus local perturbations of the best runs).")
     pool_min: int = opt(128, "Unused since the optimised proposals; kept so configs of older searches still load.")
@@ -303,8 +305,8 @@ def config_from_dict(data: dict[str, Any]) -> ClimbConfig:
     return _build(ClimbConfig, data, "")
 
 
-def load_config(path: str | Path) -> ClimbConfig:
-    """Read a TOML or YAML config file; missing keys take their defaults."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw tables of a TOML or YAML config file, without defaults filled in."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
@@ -318,7 +320,29 @@ def load_config(path: str | Path) -> ClimbConfig:
         raise ConfigError(f"{path}: cannot parse: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a table of sections")
-    return config_from_dict(data)
+    return data
+
+
+def _merge_tables(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """`layer` over `base`: tables merge key by key, anything else (lists included) replaces."""
+    out = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_tables(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path, base: ClimbConfig | None = None) -> ClimbConfig:
+    """Read a TOML or YAML config file; keys it leaves out keep their value in `base` (default: the defaults)."""
+    data = read_config_file(path)
+    if base is not None:
+        data = _merge_tables(base.to_dict(), data)
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
 
 
 def with_overrides(config: ClimbConfig, overrides: dict[str, Any]) -> ClimbConfig:
@@ -335,6 +359,7 @@ def with_overrides(config: ClimbConfig, overrides: dict[str, Any]) -> ClimbConfi
 
 
 def _toml_value(value: Any) -> str:
+    """A value as one line of TOML-like text, for the reference's tables only; files go through tomli-w."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -348,25 +373,41 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
+def _toml_key(section: str, key: str, value: Any) -> tuple[str, bool]:
+    """One key written by tomli-w, and whether it came out as tables (`[[section.key]]` blocks),
+    which must follow the section's plain keys: a key after them would land in the last table."""
+    text = tomli_w.dumps({section: {key: value}})
+    header = f"[{section}]\n"
+    if text.startswith(header):
+        return text[len(header):].rstrip("\n"), False
+    return text.rstrip("\n"), True
+
+
 def dump_toml(config: ClimbConfig, with_docs: bool = False) -> str:
-    """Write the config as TOML; with_docs adds each key's documentation as a comment."""
+    """Write the config as TOML; with_docs adds each key's documentation as a comment.
+
+    tomli-w writes every value (it escapes strings the way TOML reads them back, which JSON's
+    surrogate pairs for emoji do not); only the section headers and comments are written here.
+    """
+    data = config.to_dict()
     lines: list[str] = []
     for section in dataclasses.fields(ClimbConfig):
-        sub = getattr(config, section.name)
-        lines.append(f"[{section.name}]")
-        for f in dataclasses.fields(sub):
-            if with_docs and f.metadata.get("doc"):
-                lines.append(f"# {f.metadata['doc']}")
-            value = getattr(sub, f.name)
-            if dataclasses.is_dataclass(value) or (isinstance(value, list) and value and dataclasses.is_dataclass(value[0])):
-                value = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else [dataclasses.asdict(v) for v in value]
-            lines.append(f"{f.name} = {_toml_value(value)}")
-        lines.append("")
+        plain: list[str] = []
+        tables: list[str] = []
+        for f in dataclasses.fields(getattr(config, section.name)):
+            text, is_table = _toml_key(section.name, f.name, data[section.name][f.name])
+            doc = [f"# {f.metadata['doc']}"] if with_docs and f.metadata.get("doc") else []
+            (tables if is_table else plain).extend([*doc, text])
+        lines += [f"[{section.name}]", *plain, *tables, ""]
     return "\n".join(lines)
 
 
 def save_config(config: ClimbConfig, path: str | Path) -> None:
-    Path(path).write_text(dump_toml(config), encoding="utf-8")
+    # Written beside and renamed over, so a reader (the dashboard) never parses a half-written file.
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dump_toml(config), encoding="utf-8")
+    tmp.replace(path)
 
 
 def reference_markdown() -> str:

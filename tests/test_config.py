@@ -60,3 +60,43 @@ def test_reference_lists_every_section():
 def test_docs_config_reference_is_current(repo_root):
     """docs/CONFIG.md is generated; regenerate with `climb config --reference > docs/CONFIG.md`."""
     assert (repo_root / "docs" / "CONFIG.md").read_text() == reference_markdown() + "\n"
+
+
+def test_emoji_name_round_trips_through_save_and_load(tmp_path):
+    """Characters outside the BMP must be written as TOML reads them (JSON's surrogate pairs are not)."""
+    from climb_core.config import save_config
+
+    cfg = with_overrides(ClimbConfig(), {"search.name": "🚀 search", "study.name": "naïve \"quoted\" \\ tab\t"})
+    path = tmp_path / "c.toml"
+    save_config(cfg, path)
+    assert "🚀 search" in path.read_text(encoding="utf-8")
+    assert load_config(path) == cfg
+    (tmp_path / "d.toml").write_text(dump_toml(cfg, with_docs=True), encoding="utf-8")
+    assert load_config(tmp_path / "d.toml") == cfg
+
+
+def test_long_target_list_round_trips(tmp_path):
+    """tomli-w writes a long list of targets as [[target.specs]] tables; keys written after them would
+    land inside the last table, so they must come last in their section."""
+    cfg = ClimbConfig()
+    cfg.target.specs = cfg.target.specs * 3
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(cfg, with_docs=True), encoding="utf-8")
+    assert load_config(path) == cfg
+
+
+def test_a_file_layered_on_a_base_keeps_the_keys_it_leaves_out(tmp_path):
+    base = with_overrides(ClimbConfig(), {"cluster.k": 40, "cluster.niter": 7, "ingest.paths": ["/data/a.jsonl"]})
+    path = tmp_path / "partial.toml"
+    path.write_text("[cluster]\nniter = 50\n[ingest]\ntext_field = \"body\"\n")
+    cfg = load_config(path, base=base)
+    assert cfg.cluster.niter == 50 and cfg.ingest.text_field == "body"
+    assert cfg.cluster.k == 40 and cfg.ingest.paths == ["/data/a.jsonl"]  # same tables, other keys kept
+    assert cfg.search == base.search
+
+
+def test_layer_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[cluster]\nk = \"many\"\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: cluster\.k"):
+        load_config(path, base=ClimbConfig())
