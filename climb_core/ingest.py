@@ -3,21 +3,32 @@
 Each batch of each source is parsed, measured and scored outside any connection, then written to
 scratch tables together with its shard record in one transaction; a killed ingest resumes after the
 last stored batch. When every batch is stored, one transaction removes exact duplicates (normalised
-text hash, first occurrence kept), numbers the documents densely in input order and replaces the
-catalogue's ingest tables, so readers never see a half-built corpus.
+text hash, first occurrence kept), makes document ids unique, numbers the documents densely in input
+order and replaces the catalogue's ingest tables, so readers never see a half-built corpus.
+
+Document ids are unique after ingest, by two rules:
+- an id given in the input (ingest.id_field) that an earlier kept record already has is a mistake in
+  the data: the later record is rejected as `duplicate_id`, naming the file and line of the first;
+- ids derived from a file name (`data.jsonl:12` for a record without an id, `doc.txt` for a .txt
+  file) collide when files of the same name sit in different folders: every file with such a
+  collision has all its derived ids qualified with its path relative to the deepest folder holding
+  every input (`a/data.jsonl:12` and `b/data.jsonl:12`). Files without a collision keep the short form.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from climb_core import stages
 from climb_core.config import ClimbConfig
-from climb_core.corpus import Batch, Source, discover_sources, input_facts, iter_batches
+from climb_core.corpus import Batch, Record, Source, _derived_id, discover_sources, input_facts, iter_batches
 from climb_core.quality import combine_quality, heuristic_quality, load_user_scorer
 from climb_core.stats import STAT_COLUMNS, batch_stats
 from climb_core.workspace import Workspace, transaction
@@ -29,12 +40,15 @@ RAW_REJECTED = "ingest_rejected_raw"
 _STAT_SQL = ", ".join(f"{c} {'INTEGER' if c in {'n_chars', 'n_words', 'n_lines', 'stopword_count', 'n_tokens_est'} else 'REAL'}"
                       for c in STAT_COLUMNS)
 # Scratch tables of this stage; `shard` ties every row to the batch that wrote it, (src_idx,
-# batch_idx, pos) is its place in the input order.
+# batch_idx, pos) is its place in the input order. `alt_id` is the folder-qualified form of an id
+# derived from a file name (NULL for an id given in the input), used if the short form collides.
 _SCRATCH = [
     f"""CREATE TABLE IF NOT EXISTS {RAW_DOCS} (
-        shard VARCHAR, src_idx INTEGER, batch_idx INTEGER, pos INTEGER, doc_id VARCHAR, text VARCHAR,
+        shard VARCHAR, src_idx INTEGER, batch_idx INTEGER, pos INTEGER, doc_id VARCHAR, alt_id VARCHAR, text VARCHAR,
         source_file VARCHAR, source_line BIGINT, text_hash UBIGINT, preset_cluster VARCHAR, meta_json VARCHAR,
         {_STAT_SQL}, quality_heuristic REAL, quality_user REAL, quality REAL)""",
+    # Scratch tables left by a version without alt_id (they outlive a run, emptied).
+    f"ALTER TABLE {RAW_DOCS} ADD COLUMN IF NOT EXISTS alt_id VARCHAR",
     f"""CREATE TABLE IF NOT EXISTS {RAW_REJECTED} (
         shard VARCHAR, src_idx INTEGER, batch_idx INTEGER, pos INTEGER, source_file VARCHAR, source_line BIGINT,
         doc_id VARCHAR, reason VARCHAR, detail VARCHAR)""",
@@ -61,15 +75,35 @@ def _shard_name(src: Source, index: int) -> str:
     return f"{src.key}#{index}"
 
 
-def _batch_frames(batch: Batch, src_idx: int, scorer, user_weight: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def inputs_root(sources: list[Source]) -> Path:
+    """The deepest folder holding every input: derived ids that collide are qualified relative to it."""
+    folders = [str(s.path.parent if s.path.is_file() else s.path) for s in sources]
+    return Path(os.path.commonpath(folders))
+
+
+def _qualified_id(src: Source, record: Record, root: Path) -> str | None:
+    """The folder-qualified form of a record's id if it was derived from a file name, else None."""
+    rel = Path(os.path.relpath(record.source_file, root)).as_posix()
+    if src.format == "txt":
+        return rel  # a .txt file's id is always its path: there is no id field to read
+    if record.doc_id == _derived_id(record.source_file, record.source_line):
+        return f"{rel}:{record.source_line}"
+    return None
+
+
+def _batch_frames(batch: Batch, src_idx: int, scorer, user_weight: float,
+                  root: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows of one batch for the scratch tables: documents with stats and quality, and rejections."""
     shard = _shard_name(batch.source, batch.index)
     records = batch.records
     texts = [r.text for r in records]
+    root = root if root is not None else inputs_root([batch.source])
     docs = pd.DataFrame({
         "shard": shard, "src_idx": src_idx, "batch_idx": batch.index,
         "pos": np.arange(len(records), dtype=np.int32),
-        "doc_id": [r.doc_id for r in records], "text": texts,
+        "doc_id": [r.doc_id for r in records],
+        "alt_id": pd.Series([_qualified_id(batch.source, r, root) for r in records], dtype=object),
+        "text": texts,
         "source_file": [r.source_file for r in records],
         "source_line": np.array([r.source_line for r in records], dtype=np.int64),
         "text_hash": np.array([text_hash(t) for t in texts], dtype=np.uint64),
@@ -143,9 +177,10 @@ def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, i
             con.execute(f"""CREATE TEMP TABLE ingest_keys AS
                 SELECT src_idx, batch_idx, pos, 1 AS copy_no, src_idx AS k_src, batch_idx AS k_batch,
                        pos AS k_pos FROM {RAW_DOCS}""")
+        _unique_ids(con)
         con.execute(f"""CREATE TEMP TABLE ingest_order AS
-            SELECT src_idx, batch_idx, pos, row_number() OVER (ORDER BY {_ORDER}) - 1 AS doc_idx
-            FROM ingest_keys WHERE copy_no = 1""")
+            SELECT src_idx, batch_idx, pos, final_id, row_number() OVER (ORDER BY {_ORDER}) - 1 AS doc_idx
+            FROM ingest_ids WHERE id_no = 1""")
         con.execute("DELETE FROM documents")
         con.execute("DELETE FROM doc_stats")
         con.execute("DELETE FROM rejected WHERE stage = ?", [STAGE])
@@ -159,23 +194,63 @@ def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, i
             JOIN {RAW_DOCS} d ON d.src_idx = x.src_idx AND d.batch_idx = x.batch_idx AND d.pos = x.pos
             JOIN {RAW_DOCS} k ON k.src_idx = x.k_src AND k.batch_idx = x.k_batch AND k.pos = x.k_pos
             WHERE x.copy_no > 1 ORDER BY x.src_idx, x.batch_idx, x.pos""")
+        con.execute(f"""INSERT INTO rejected
+            SELECT d.source_file, d.source_line, i.final_id, 'duplicate_id',
+                   'id ' || i.final_id || ' is already used by ' || k.source_file || ' line ' || k.source_line, '{STAGE}'
+            FROM ingest_ids i
+            JOIN {RAW_DOCS} d ON d.src_idx = i.src_idx AND d.batch_idx = i.batch_idx AND d.pos = i.pos
+            JOIN {RAW_DOCS} k ON k.src_idx = i.k_src AND k.batch_idx = i.k_batch AND k.pos = i.k_pos
+            WHERE i.id_no > 1 ORDER BY i.src_idx, i.batch_idx, i.pos""")
         batches = con.execute("SELECT DISTINCT src_idx, batch_idx FROM ingest_order ORDER BY ALL").fetchall()
         for src_idx, batch_idx in batches:
             where = "src_idx = ? AND batch_idx = ?"
             join = (f"FROM (SELECT * FROM {RAW_DOCS} WHERE {where}) r "
                     f"JOIN (SELECT * FROM ingest_order WHERE {where}) o USING (src_idx, batch_idx, pos) ORDER BY o.doc_idx")
             params = [src_idx, batch_idx, src_idx, batch_idx]
-            con.execute(f"""INSERT INTO documents SELECT o.doc_idx, r.doc_id, r.text, r.source_file, r.source_line,
+            con.execute(f"""INSERT INTO documents SELECT o.doc_idx, o.final_id, r.text, r.source_file, r.source_line,
                             r.text_hash, r.preset_cluster, r.meta_json {join}""", params)
             con.execute(f"""INSERT INTO doc_stats SELECT o.doc_idx, {stat_cols}, r.quality_heuristic,
                             r.quality_user, r.quality {join}""", params)
         n_docs = con.execute("SELECT count(*) FROM ingest_order").fetchone()[0]
         n_dups = con.execute("SELECT count(*) FROM ingest_keys WHERE copy_no > 1").fetchone()[0]
         reasons = dict(con.execute(f"SELECT reason, count(*) FROM {RAW_REJECTED} GROUP BY reason").fetchall())
+        n_dup_ids = con.execute("SELECT count(*) FROM ingest_ids WHERE id_no > 1").fetchone()[0]
+        if n_dup_ids:
+            reasons["duplicate_id"] = n_dup_ids
+        n_qualified = con.execute("SELECT count(*) FROM ingest_ids WHERE qualified").fetchone()[0]
         # The scratch rows are now in the catalogue proper; keep the file small.
         con.execute(f"DELETE FROM {RAW_DOCS}")
         con.execute(f"DELETE FROM {RAW_REJECTED}")
-    return {"documents": int(n_docs), "duplicates": int(n_dups), **{f"rejected:{k}": int(v) for k, v in reasons.items()}}
+    return {"documents": int(n_docs), "duplicates": int(n_dups), "qualified_ids": int(n_qualified),
+            **{f"rejected:{k}": int(v) for k, v in reasons.items()}}
+
+
+def _unique_ids(con) -> None:
+    """`ingest_ids`: the final id of every record that survived dedup, and whether it is the first with it.
+
+    A file with a derived id that another record shares gets the folder-qualified form for all its
+    derived ids, so one file's ids keep one shape (an id given in the input never changes). Any id
+    still shared after that keeps only its first record in input order (id_no 1); the others are
+    rejected as duplicate_id.
+    """
+    con.execute(f"""CREATE TEMP TABLE ingest_named AS
+        WITH kept AS (
+            SELECT x.src_idx, x.batch_idx, x.pos, d.doc_id, d.alt_id, d.source_file,
+                   d.alt_id IS NOT NULL AND count(*) OVER (PARTITION BY d.doc_id) > 1 AS clash
+            FROM ingest_keys x
+            JOIN {RAW_DOCS} d ON d.src_idx = x.src_idx AND d.batch_idx = x.batch_idx AND d.pos = x.pos
+            WHERE x.copy_no = 1),
+        named AS (
+            SELECT src_idx, batch_idx, pos, doc_id, alt_id,
+                   alt_id IS NOT NULL AND source_file IN (SELECT source_file FROM kept WHERE clash) AS qualified
+            FROM kept)
+        SELECT src_idx, batch_idx, pos, qualified, CASE WHEN qualified THEN alt_id ELSE doc_id END AS final_id
+        FROM named""")
+    con.execute(f"""CREATE TEMP TABLE ingest_ids AS
+        SELECT src_idx, batch_idx, pos, qualified, final_id, row_number() OVER w AS id_no,
+               first_value(src_idx) OVER w AS k_src, first_value(batch_idx) OVER w AS k_batch,
+               first_value(pos) OVER w AS k_pos
+        FROM ingest_named WINDOW w AS (PARTITION BY final_id ORDER BY {_ORDER})""")
 
 
 def _no_documents_error(ws: Workspace, sources: list[Source]) -> stages.StageError:
@@ -198,7 +273,11 @@ def _message(counts: dict[str, int]) -> str:
     if n_rej:
         msg += " (" + ", ".join(f"{n} {r.replace('_', ' ')}" for n, r in reasons) + ")"
     dups = counts["duplicates"]
-    return msg + f", {dups} duplicate{'' if dups == 1 else 's'}"
+    msg += f", {dups} duplicate{'' if dups == 1 else 's'}"
+    qualified = counts.get("qualified_ids", 0)
+    if qualified:
+        msg += f", {qualified} file-derived id{'' if qualified == 1 else 's'} qualified with {'its' if qualified == 1 else 'their'} folder"
+    return msg
 
 
 def ingest_fingerprint(ws: Workspace, config: ClimbConfig, sources: list[Source]) -> tuple[dict, str]:
@@ -224,13 +303,14 @@ def run_ingest(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
     with stages.run_stage(ws, STAGE, cfg_dict, fp) as run:
         _prepare_scratch(ws, run.resumed)
         done = stages.finished_shards(ws, STAGE) if run.resumed else {}
+        root = inputs_root(sources)
         bar = tqdm(desc="ingest", unit="rec", disable=not progress)
         try:
             for src_idx, src in enumerate(sources):
                 skip = {int(k.rsplit("#", 1)[1]) for k in done if k.rsplit("#", 1)[0] == src.key}
                 bar.set_postfix_str(src.path.name)
                 for batch in iter_batches(src, cfg, skip=skip):
-                    docs, rej = _batch_frames(batch, src_idx, scorer, config.quality.user_weight)
+                    docs, rej = _batch_frames(batch, src_idx, scorer, config.quality.user_weight, root)
                     _store_batch(ws, _shard_name(src, batch.index), docs, rej, cfg.memory_limit)
                     bar.update(len(docs) + len(rej))
         finally:
