@@ -1,6 +1,11 @@
 # CLIMB Studio, CPU image. Build: docker build -t climb-studio .
-# Run the demo:  docker run --rm -p 8501:8501 climb-studio
-# Your corpus:   docker run --rm -p 8501:8501 -v $PWD/my-ws:/ws climb-studio climb run-all /ws --input /ws/corpus.jsonl
+# Run the demo:  docker run --rm -p 127.0.0.1:8501:8501 -e CLIMB_HOST=0.0.0.0 -e CLIMB_PASSWORD=... climb-studio
+# Your corpus:   docker run --rm -v $PWD/my-ws:/ws climb-studio climb run-all /ws --input /ws/corpus.jsonl
+#
+# The dashboard binds 127.0.0.1 inside the container unless CLIMB_HOST says otherwise, so a plain
+# `docker run -p` exposes nothing by accident. With CLIMB_HOST=0.0.0.0 (needed for -p to reach it),
+# the dashboard asks for the password in CLIMB_PASSWORD and refuses to run without one: whoever
+# reaches the port can read the container's files through it, write exports and start jobs.
 #
 # GPU: start from an NVIDIA CUDA runtime image with Python 3.11 instead, install a CUDA build of
 # torch 2.13, then `pip install -r requirements-gpu.txt` (cuML k-means and UMAP); run with --gpus all.
@@ -24,6 +29,6 @@ RUN pip install --no-deps -e . \
  && climb search /app/workspaces/demo --quiet
 
 EXPOSE 8501
-# Inside a container the server must listen on all interfaces to be reachable through -p;
-# outside Docker `climb dashboard` binds 127.0.0.1 by default.
-CMD ["climb", "dashboard", "/app/workspaces/demo", "--host", "0.0.0.0", "--port", "8501", "--no-browser"]
+# Loopback by default, as `climb dashboard` outside Docker; CLIMB_HOST=0.0.0.0 exposes it on purpose.
+ENV CLIMB_HOST=127.0.0.1
+CMD ["sh", "-c", "exec climb dashboard /app/workspaces/demo --host \"$CLIMB_HOST\" --port 8501 --no-browser"]

@@ -3,6 +3,10 @@
 The workspace comes from `--workspace`, else the CLIMB_WORKSPACE environment variable, and can be
 changed in the sidebar. Pages live in dashboard/views/, one short file each.
 
+Served on an address other machines can reach (anything but loopback), the app asks for the password
+in CLIMB_PASSWORD before any page runs, and refuses to run at all without one: whoever reaches the
+port can read files on the server through it, write exports and start jobs.
+
 The folder is deliberately not called `pages/`: Streamlit treats a `pages/` folder beside the main
 script as a legacy multipage app until `st.navigation` has run once in the process, so a fresh
 server whose first visitor opens a deep link (/map) would run that page without this file (no
@@ -12,6 +16,8 @@ workspace, no navigation) and stay in legacy mode for every later session.
 from __future__ import annotations
 
 import argparse
+import hmac
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -30,6 +36,49 @@ def _workspace_from_args() -> str | None:
     parser.add_argument("--workspace", "-w")
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args.workspace or os.environ.get("CLIMB_WORKSPACE") or None
+
+
+AUTH_KEY = "climb_authenticated"
+PASSWORD_ENV = "CLIMB_PASSWORD"
+
+
+def _is_loopback(address: str) -> bool:
+    """True for addresses only this machine can reach. An empty address means every interface."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or an empty address: reachable from elsewhere, as far as we can tell
+
+
+def _needs_password() -> bool:
+    if st.session_state.get(AUTH_KEY):
+        return False
+    return not _is_loopback(st.get_option("server.address") or "")
+
+
+def _password_gate() -> None:
+    """Ask for CLIMB_PASSWORD and stop the script until this session has typed it."""
+    address = st.get_option("server.address") or "every network interface"
+    expected = os.environ.get(PASSWORD_ENV, "")
+    if not expected:
+        st.error(f"CLIMB Studio is served on {address}, so anyone who can reach this port could read files on "
+                 "the server through it, write exports and start jobs; it will not run there without a password. "
+                 f"Set one in the {PASSWORD_ENV} environment variable before starting it (e.g. "
+                 f"`{PASSWORD_ENV}=... climb dashboard WS --host 0.0.0.0`, or `docker run -e {PASSWORD_ENV}=...`), "
+                 "or serve it on 127.0.0.1 only.")
+        st.stop()
+    st.subheader("CLIMB Studio: password required")
+    typed = st.text_input("Password", type="password", key="climb_password",
+                          help=f"The password set in {PASSWORD_ENV} where the dashboard was started.")
+    # Compared as bytes: compare_digest takes str only when it is ASCII.
+    if typed and hmac.compare_digest(typed.encode("utf-8"), expected.encode("utf-8")):
+        st.session_state[AUTH_KEY] = True
+        st.rerun()
+    if typed:
+        st.error("Wrong password.")
+    st.stop()
 
 
 def _sidebar_chooser() -> None:
@@ -57,6 +106,9 @@ def _sidebar_chooser() -> None:
 
 st.set_page_config(page_title="CLIMB Studio", page_icon=":material/landscape:", layout="wide")
 PAGES = Path(__file__).resolve().parent / "views"
+locked = _needs_password()
+# Navigation is declared even when locked (a deep link such as /map must still resolve), but hidden
+# and never run until the password is in.
 nav = st.navigation([
     st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True),
     st.Page(PAGES / "map.py", title="Map", icon=":material/scatter_plot:"),
@@ -66,6 +118,8 @@ nav = st.navigation([
     st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare:"),
     st.Page(PAGES / "study.py", title="Study", icon=":material/science:"),
     st.Page(PAGES / "export.py", title="Export", icon=":material/download:"),
-])
+], position="hidden" if locked else "sidebar")
+if locked:
+    _password_gate()
 _sidebar_chooser()
 nav.run()
