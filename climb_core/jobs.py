@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from climb_core.liveness import alive, process_start
 from climb_core.workspace import Workspace
 
 STAGES = ["ingest", "embed", "cluster", "refine", "describe", "map", "tokens"]
@@ -57,28 +58,17 @@ def start_job(ws: Workspace, kind: str, argv: list[str], meta: dict[str, Any] | 
     _POPENS[proc.pid] = proc
     args = {"argv": list(map(str, argv)), **(meta or {})}
     with ws.connect() as con:
-        con.execute("INSERT INTO jobs VALUES (?, ?, ?, 'running', ?, ?, NULL, ?, NULL)",
-                    [job_id, kind, json.dumps(args), proc.pid, _now(), str(log_path)])
+        con.execute("INSERT INTO jobs (job_id, kind, args_json, status, pid, pid_started, started_at, log_path) "
+                    "VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+                    [job_id, kind, json.dumps(args), proc.pid, process_start(proc.pid), _now(), str(log_path)])
     return job_id
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    proc = _POPENS.get(pid)
-    if proc is not None:
-        return proc.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not reaped by its parent) counts as gone
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+def _alive(pid: int | None, started: float | None = None) -> bool:
+    proc = _POPENS.get(pid) if pid else None
+    if proc is not None and proc.poll() is not None:
+        return False  # our own child, exited (and now reaped)
+    return alive(pid, started)
 
 
 def log_tail(ws_or_path, job_id: str | None = None, n_lines: int = 20, max_bytes: int = 20_000) -> str:
@@ -106,7 +96,7 @@ def _refresh(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
             rc = int(rc_path.read_text().strip() or "1")
         except ValueError:
             rc = 1
-    elif _alive(row["pid"]):
+    elif _alive(row["pid"], row.get("pid_started")):
         return row
     else:
         rc = None
@@ -130,7 +120,7 @@ def _refresh(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
 
 def _rows(ws: Workspace, where: str = "", params: list | None = None) -> list[dict[str, Any]]:
     with ws.connect() as con:
-        df = con.execute(f"SELECT job_id, kind, args_json, status, pid, started_at, finished_at, log_path, message "
+        df = con.execute(f"SELECT job_id, kind, args_json, status, pid, pid_started, started_at, finished_at, log_path, message "
                          f"FROM jobs {where} ORDER BY started_at DESC", params or []).df()
     return df.to_dict("records")
 

@@ -252,7 +252,7 @@ def searches(ws: Workspace) -> pd.DataFrame:
 
     with ws.connect() as con:
         df = con.execute("""
-            SELECT s.search_id, s.name, s.strategy, s.status, s.message, s.created_at, s.updated_at, s.pid,
+            SELECT s.search_id, s.name, s.strategy, s.status, s.message, s.created_at, s.updated_at, s.pid, s.pid_started,
                    s.final_predicted, s.best_run_id, len(s.cluster_ids) AS n_clusters,
                    coalesce(r.finished, 0) AS runs_finished, coalesce(r.failed, 0) AS runs_failed,
                    coalesce(r.total, 0) AS runs_proposed, r.best_score, r.last_round,

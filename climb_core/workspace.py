@@ -26,7 +26,7 @@ import duckdb
 
 from climb_core.config import ClimbConfig, load_config, save_config
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "climb.duckdb"
 CONFIG_NAME = "climb.toml"
 
@@ -117,6 +117,11 @@ MIGRATIONS: dict[int, list[str]] = {
             study_id VARCHAR, search_id VARCHAR, label VARCHAR, strategy VARCHAR, seed INTEGER,
             final_seed INTEGER, status VARCHAR, score DOUBLE, scores_json VARCHAR, tokens BIGINT,
             wall_s DOUBLE, error VARCHAR, finished_at TIMESTAMP)""",
+    ],
+    # v3: the worker's start time beside its pid, so a reused pid is not mistaken for it.
+    2: [
+        "ALTER TABLE searches ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
+        "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
     ],
 }
 
