@@ -165,12 +165,7 @@ def _text_docs(ws: Workspace | None, spec: TargetSpec, tokenizer, eot: int) -> t
         if ws is None:
             raise TargetError("a 'query:' target needs a workspace")
         predicate = src.split(":", 1)[1]
-        try:
-            with ws.connect() as con:
-                texts = [r[0] for r in con.execute(
-                    f"SELECT text FROM documents WHERE {predicate} ORDER BY doc_idx").fetchall()]
-        except Exception as err:  # a user's SQL: report it as theirs
-            raise TargetError(f"target query {predicate!r} failed: {err}") from err
+        texts = _query_texts(ws, predicate)
     else:
         path = resolve_path(src)
         if path.suffix == ".jsonl":
@@ -187,6 +182,26 @@ def _text_docs(ws: Workspace | None, spec: TargetSpec, tokenizer, eot: int) -> t
     texts = [texts[i] for i in _sample(len(texts), spec.max_items)]
     enc = tokenizer.encode_batch(texts, add_special_tokens=False)
     return [np.array([eot, *e.ids], dtype=np.int64) for e in enc], sum(len(t.encode("utf-8")) for t in texts)
+
+
+def _query_texts(ws, predicate: str) -> list[str]:
+    """Documents matching a user's SQL predicate, on a read-only connection without file or network
+    access, as exactly one SELECT: a predicate cannot write, drop, attach or COPY anything out."""
+    import duckdb
+
+    sql = f"SELECT text FROM documents WHERE ({predicate}) ORDER BY doc_idx"
+    try:
+        with ws.connect(read_only=True) as con:
+            con.execute("SET enable_external_access = false")
+            statements = con.extract_statements(sql)
+            if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+                raise TargetError(f"target query {predicate!r}: a query target is one SQL predicate over "
+                                  "documents (e.g. text ILIKE '%court%'), not further statements")
+            return [r[0] for r in con.execute(sql).fetchall()]
+    except TargetError:
+        raise
+    except Exception as err:  # a user's SQL: report it as theirs
+        raise TargetError(f"target query {predicate!r} failed: {err}") from err
 
 
 def load_targets(ws: Workspace | None, specs: list[TargetSpec], tokenizer) -> list[Target]:

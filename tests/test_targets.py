@@ -123,3 +123,16 @@ def test_real_tokenizer_keeps_context_as_prefix_and_query_targets(tmp_path):
     decoded = [tok.decode(s[1:].tolist()) for s in q.sequences]
     assert set(decoded) <= set(texts)
     assert q.n_bytes == sum(len(t.encode()) for t in decoded)
+
+    # A predicate can read documents, nothing more: no second statement, no files, no writes.
+    n_docs = ws.table_count("documents")
+    outside = tmp_path / "leak.csv"
+    for bad in ["1=1); DROP TABLE documents; SELECT (1", "1=1) OR (1 IN (SELECT count(*) FROM read_csv('/etc/passwd'))",
+                f"1=1); COPY documents TO '{outside}'; SELECT (1"]:
+        with pytest.raises(TargetError):
+            load_targets(ws, [TargetSpec(kind="text", path=f"query:{bad}", metric="neg_bpb")], tok)
+    assert ws.table_count("documents") == n_docs and not outside.exists()
+    # A comma inside a predicate is fine.
+    (q2,) = load_targets(ws, [TargetSpec(kind="text", path="query:doc_id LIKE 'legal%' OR doc_id IN ('x', 'y')",
+                                         metric="neg_bpb")], tok)
+    assert q2.n_items >= 1
