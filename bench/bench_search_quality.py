@@ -36,8 +36,13 @@ DEFAULT_DOMAINS = ["science_abstracts", "reviews", "usenet", "news"]
 DEFAULT_STRATEGIES = ["climb", "regmix", "random"]
 
 
-def _label(strategy: str, predictor: str) -> str:
-    return f"climb:{predictor}" if strategy == "climb" else strategy
+SETS: list[str] = []  # --set overrides, part of climb's label
+
+
+def _label(strategy: str, predictor: str, split: str = "") -> str:
+    if strategy != "climb":
+        return strategy
+    return f"climb:{predictor}" + (f"@{split}" if split else "") + "".join(f"[{s}]" for s in SETS)
 
 
 def _done_keys() -> dict[tuple, dict]:
@@ -50,11 +55,17 @@ def _done_keys() -> dict[tuple, dict]:
     return out
 
 
-def run_one(p, base_cfg, strategy: str, predictor: str, budget: int, seed: int, ref_scores: dict) -> dict:
-    cfg = with_overrides(base_cfg, {"search.strategy": strategy, "search.budget": budget, "search.seed": seed,
-                                    "search.predictor": predictor})
+def run_one(p, base_cfg, strategy: str, predictor: str, budget: int, seed: int, ref_scores: dict,
+            split: str = "", extra: dict | None = None) -> dict:
+    over = {"search.strategy": strategy, "search.budget": budget, "search.seed": seed, "search.predictor": predictor}
+    if strategy == "climb":
+        over.update(extra or {})
+    if split and strategy == "climb":
+        parts = split.split(",")
+        over.update({"search.round_split": split, "search.rounds": len(parts)})
+    cfg = with_overrides(base_cfg, over)
     cfg.target.specs = [p.target]
-    sid = create_search(p.ws, cfg, name=f"bench {p.domain} {_label(strategy, predictor)} b{budget} s{seed}")
+    sid = create_search(p.ws, cfg, name=f"bench {p.domain} {_label(strategy, predictor, split)} b{budget} s{seed}")
     t0 = time.perf_counter()
     s = run_search(p.ws, sid, progress=False)
     wall = time.perf_counter() - t0
@@ -64,7 +75,7 @@ def run_one(p, base_cfg, strategy: str, predictor: str, budget: int, seed: int, 
     nat, best = ref_scores["natural"], max(ref_scores.values())
     reports = [r for r in rep["predictor_reports"] if (r.get("n_train") or 0) >= 24]
     return {
-        "domain": p.domain, "budget": budget, "label": _label(strategy, predictor), "seed": seed, "search_id": sid,
+        "domain": p.domain, "budget": budget, "label": _label(strategy, predictor, split), "seed": seed, "search_id": sid,
         "score": score, "fraction": (score - nat) / (best - nat), "wall_s": wall, "proxy_s": proxy_s,
         "overhead": max(0.0, wall - proxy_s) / wall, "chosen": s.final.get("chosen"),
         "cv_spearman_24": reports[-1]["spearman"] if reports else None,
@@ -80,9 +91,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     ap.add_argument("--predictors", default="auto", help="climb is run once per predictor listed")
+    ap.add_argument("--splits", default="", help="climb round splits to compare, e.g. '4,2,1;2,1,1;1,1' "
+                    "(default: the configured one)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for climb searches, appended to their label (an ablation)")
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
 
+    SETS.extend(args.set)
+    extra = dict(item.split("=", 1) for item in args.set)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.fresh and OUT.exists():
         OUT.unlink()
@@ -92,9 +109,11 @@ def main() -> None:
     budgets = [int(b) for b in args.budgets.split(",")]
     domains = args.domains.split(",")
     runs = []
+    splits = [x for x in args.splits.split(";") if x] or [""]
     for strategy in args.strategies.split(","):
         for predictor in (args.predictors.split(",") if strategy == "climb" else ["auto"]):
-            runs.append((strategy, predictor))
+            for split in (splits if strategy == "climb" else [""]):
+                runs.append((strategy, predictor, split))
     n_docs = ws.table_count("documents")
     n_clusters = ws.scalar("SELECT count(*) FROM clusters WHERE state = 'active'")
     print(f"data: {n_docs} documents from {CACHE / 'corpus.jsonl'}, {n_clusters} active clusters; "
@@ -105,12 +124,12 @@ def main() -> None:
         ref_scores = {k: score_mixture(p, base, w) for k, w in refs.items()}
         print(f"\n## {domain}: references " + ", ".join(f"{k} {v:.4f}" for k, v in ref_scores.items()), flush=True)
         for budget in budgets:
-            for strategy, predictor in runs:
+            for strategy, predictor, split in runs:
                 for seed in range(args.seeds):
-                    key = (domain, budget, _label(strategy, predictor), seed)
+                    key = (domain, budget, _label(strategy, predictor, split), seed)
                     if key in done:
                         continue
-                    r = run_one(p, base, strategy, predictor, budget, seed, ref_scores)
+                    r = run_one(p, base, strategy, predictor, budget, seed, ref_scores, split, extra)
                     done[key] = r
                     with OUT.open("a") as fh:
                         fh.write(json.dumps(r) + "\n")

@@ -20,6 +20,8 @@ _CACHE: dict[tuple[str, str, str], dict[str, Any]] = {}
 # costs ~15 catalogue reads (~0.2 s); the stamp is one read and changes with any stage, cluster or edit.
 _FILES: dict[tuple[str, str], tuple[list, str]] = {}
 _WORKSPACES: dict[str, Any] = {}
+_STAMPS: dict[str, tuple[str, float]] = {}
+STAMP_TTL_S = 2.0
 
 _STAMP_SQL = """
     SELECT coalesce((SELECT string_agg(stage || ':' || coalesce(fingerprint, '') || ':' || coalesce(status, '') || ':'
@@ -38,7 +40,14 @@ def _context(job: ProxyJob) -> tuple[list, dict[str, Any]]:
     if root not in _WORKSPACES:
         _WORKSPACES[root] = Workspace.open(job.workspace)
     ws = _WORKSPACES[root]
-    stamp = str(ws.scalar(_STAMP_SQL))
+    # The stamp is re-read at most every STAMP_TTL_S: an edit made within that window is no more
+    # missed than one made while a proxy trains, which no check before training can see either.
+    now = time.monotonic()
+    seen = _STAMPS.get(root)
+    if seen is None or now - seen[1] > STAMP_TTL_S:
+        seen = (str(ws.scalar(_STAMP_SQL)), now)
+        _STAMPS[root] = seen
+    stamp = seen[0]
     cached = _FILES.get((root, stamp))
     if cached is None:
         files = cluster_token_files(ws)  # also refuses stale token files

@@ -150,19 +150,30 @@ def propose(fit: Fitted, X: np.ndarray, y: np.ndarray, cons: Constraints, pool: 
 
 
 def best_mixture(fit: Fitted, X: np.ndarray, y: np.ndarray, cons: Constraints, pool: np.ndarray,
-                 rng: np.random.Generator, climb_steps: int = 3) -> np.ndarray:
+                 rng: np.random.Generator, climb_steps: int = 3, risk: float = 0.0) -> np.ndarray:
     """The predictor's constrained optimum: exact where the model allows, else the best candidate
-    refined by a few rounds of local search around it."""
+    refined by a few rounds of local search around it.
+
+    With a posterior and `risk` > 0 the objective is mean - risk * sd: a final mixture is trained
+    once and kept, so a point the model merely cannot rule out (far from every run) should not win
+    over one it is sure of."""
     exact = fit.argmax(cons)
     if exact is not None:
         return exact
+
+    def value(W):
+        m = fit.predict(W)
+        if risk > 0 and fit.has_posterior:
+            m = m - risk * fit.predict_sd(W)
+        return m
+
     C = candidates(fit, X, y, cons, pool, rng)
-    pred = fit.predict(C)
+    pred = value(C)
     w = C[int(np.lexsort((rng.random(len(C)), -pred))[0])]
-    val = float(fit.predict(w[None, :])[0])
+    val = float(value(w[None, :])[0])
     for step in range(climb_steps):
         near = perturb(w[None, :], 400, cons, rng, scales=(0.03, 0.1, 0.2))
-        p = fit.predict(near)
+        p = value(near)
         i = int(np.argmax(p))
         if p[i] > val:
             w, val = near[i], float(p[i])

@@ -42,7 +42,8 @@ def round_sizes(strategy: str, budget: int, rounds: int, split: list[int]) -> li
     weights = [float(s) for s in split[:rounds]] if len(split) == rounds else [2.0 ** (rounds - 1 - i) for i in range(rounds)]
     raw = [budget * w / sum(weights) for w in weights]
     sizes = [max(1, int(math.floor(r))) for r in raw]
-    order = sorted(range(rounds), key=lambda i: (-(raw[i] - math.floor(raw[i])), i))
+    # The rest goes to the rounds furthest below their share (a round lifted to 1 is not below it).
+    order = sorted(range(rounds), key=lambda i: (-(raw[i] - sizes[i]), i))
     i = 0
     while sum(sizes) < budget:
         sizes[order[i % rounds]] += 1
@@ -161,7 +162,7 @@ class Strategy:
         if choice.fit is None:
             report = _choice_report(choice, len(y), "no usable predictor: the best trained run", len(self.prior))
             return Final(best, None, None, "best trained run (no usable predictor)", report)
-        w = best_mixture(choice.fit, X, y, self.cons, pool, self.rng(final_round, 1))
+        w = best_mixture(choice.fit, X, y, self.cons, pool, self.rng(final_round, 1), risk=s.final_risk)
         sd = choice.fit.predict_sd(w[None, :])
         how = f"constrained optimum of the {choice.name} predictor"
         return Final(w, float(choice.fit.predict(w[None, :])[0]), None if sd is None else float(sd[0]), how,
