@@ -183,7 +183,7 @@ class PredictorConfig:
     early_stopping: int = opt(30, "LightGBM early-stopping patience in rounds.")
     min_valid: int = opt(10, "LightGBM uses the valid_fraction split for early stopping once it holds this many points; with fewer, k-fold CV (cv_folds) picks the stopping round. The model is then refit on every point.")
     cv_folds: int = opt(5, "Folds of the cross-validation that scores every predictor each round (leave-one-out up to 12 runs).")
-    gp_restarts: int = opt(0, "Extra random restarts of the Gaussian process's hyperparameter optimiser (each ~0.25 s at 25 runs; measured: no gain in CV Spearman on the known-answer benchmark).")
+    gp_restarts: int = opt(0, "Extra random restarts of the Gaussian process's hyperparameter optimiser (each ~0.25 s at 25 runs; measured on the known-answer benchmark: the same mean result over 4 domains at budget 28, 0.965 either way).")
     seed: int = opt(0, "Random seed.")
 
 
