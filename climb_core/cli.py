@@ -394,13 +394,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     ws = _open(args.workspace)
     out = Path(args.out).resolve()
-    manifest = export_search(ws, args.run, out, tokens=args.tokens, config=ws.load_config())
+    manifest = export_search(ws, args.run, out, tokens=args.tokens, config=ws.load_config(), force=args.force,
+                             formats=args.formats)
     _print(f"exported the {manifest['source']} of search {manifest['search_id']} to {out}: "
-           f"{manifest['docs']:,} documents, ~{manifest['tokens']:,} tokens in {len(manifest['files'])} Parquet file(s)")
+           f"{manifest['docs']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['files'])} Parquet file(s)")
     for c in sorted(manifest["clusters"], key=lambda c: -c["weight"]):
         repeat = f", repeated {c['epochs']:.1f}x" if c["epochs"] > 1 else ""
-        _print(f"   #{c['cluster_id']:<5} {c['weight']:6.1%}  {c['docs']:>6} docs  {c['tokens']:>9,} tokens{repeat}  {c['label']}")
-    _print(f"   weights.json and manifest.json beside them; load with {manifest['load_with'].replace('<dir>', str(out))}")
+        _print(f"   #{c['cluster_id']:<5} weight {c['weight']:6.1%} share {c['share']:6.1%}  {c['docs']:>6} docs  "
+               f"{c['tokens']:>9,} tokens{repeat}  {c['label']}")
+    held = manifest["held_out"]
+    _print(f"   shares within {manifest['max_share_deviation']:.2%} of the weights ({manifest['token_count']}); "
+           f"left out {held['docs']:,} held-out documents and {held['duplicates']:,} copies of them")
+    extra = ", ".join(f for names in manifest["formats"].values() for f in names)
+    _print(f"   weights.json, manifest.json{', ' + extra if extra else ''} beside them; "
+           f"load with {manifest['load_with'].replace('<dir>', str(out))}")
     return 0
 
 
@@ -553,7 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workspace")
     p.add_argument("--run", required=True, metavar="SEARCH_ID", help="the search whose final mixture to export")
     p.add_argument("--tokens", type=int, default=None, help="tokens in the sampled dataset")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (an earlier export there is replaced)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder that is not an earlier export")
+    p.add_argument("--formats", default="hf,megatron,nemo", metavar="LIST",
+                   help="trainer files beside the shards: hf (dataset card), megatron, nemo (blends and per-cluster "
+                        "JSONL), comma-separated, or none (default: all)")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("edit", help="rename, prune, restore, merge, split clusters; undo; log")

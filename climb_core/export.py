@@ -1,10 +1,20 @@
 """Export a search's mixture: weights.json, and a dataset sampled by those weights as Parquet shards.
 
-Each cluster contributes whole documents until it reaches its share of the requested tokens
-(doc_stats.n_tokens_est). A cluster too small for its share is repeated, reshuffled each pass, and
-the manifest records how many epochs that took, so a user sees when a mixture leans on repetition.
+Each cluster contributes whole documents until it reaches its share of the requested tokens. Tokens
+are counted with the workspace tokenizer, the way the tokens stage counts them (a document's tokens
+plus its end-of-text token), because the searched weights are shares of those tokens: an estimate
+from characters would shift every cluster's share by how its text tokenises. A cluster too small for
+its share is repeated, reshuffled each pass, and the manifest records how many epochs that took, so a
+user sees when a mixture leans on repetition.
+
+The documents the tokens stage held out (each cluster's validation split, what `cluster:ID` targets
+score on) are left out, and so are training documents whose text is a copy of one: a model trained on
+the export is then still measured on text it has not seen.
+
 The shards (columns text, doc_id, cluster_id, cluster_label) load with
-`datasets.load_dataset("parquet", data_files=...)`.
+`datasets.load_dataset("parquet", data_files=...)`; climb_core.export_formats writes the files for
+Megatron-LM, NeMo and the Hugging Face Hub beside them. The folder is built under a temporary name
+and moved into place when complete, so a reader never sees shards of two exports mixed.
 """
 
 from __future__ import annotations
@@ -12,22 +22,32 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from climb_core.config import ClimbConfig
+from climb_core import export_formats, stages
+from climb_core.config import ClimbConfig, TokenizerConfig
+from climb_core.stages import StageError
 from climb_core.workspace import Workspace
+
+DOC_BATCH = 2048  # documents per tokenizer batch (and per text query)
 
 
 class ExportError(RuntimeError):
-    """The search has no mixture to export (not finished, unknown run), or a cluster has no documents."""
+    """The search has no mixture to export (not finished, unknown run), a cluster has no documents, the
+    token files are missing, or the output folder cannot be used."""
 
 
-def _weights(ws: Workspace, search_id: str, which: str) -> tuple[dict[str, Any], np.ndarray, str]:
+# --------------------------------------------------------------------------- the mixture
+
+def _weights(ws: Workspace, search_id: str, which: str) -> tuple[dict[str, Any], np.ndarray, str, list[str]]:
+    """(search row, normalised weights, where they came from, the runs whose scores describe them)."""
     df = ws.query_df("SELECT * FROM searches WHERE search_id = ?", [search_id])
     if df.empty:
         raise ExportError(f"no search {search_id!r} in {ws.root}")
@@ -37,6 +57,7 @@ def _weights(ws: Workspace, search_id: str, which: str) -> tuple[dict[str, Any],
         if w is None or isinstance(w, float):
             raise ExportError(f"search {search_id} has no final mixture yet (status {row['status']}); "
                               "finish it, or export which='best' (the best trained run)")
+        run_ids = _final_runs(ws, search_id, row)
     else:
         sql = ("SELECT run_id, weights FROM proxy_runs WHERE search_id = ? AND status = 'done' ORDER BY score DESC LIMIT 1"
                if which == "best" else "SELECT run_id, weights FROM proxy_runs WHERE search_id = ? AND run_id = ?")
@@ -44,9 +65,111 @@ def _weights(ws: Workspace, search_id: str, which: str) -> tuple[dict[str, Any],
         if rows.empty:
             raise ExportError(f"search {search_id} has no {'finished run' if which == 'best' else 'run ' + which} to export")
         w, source = rows.iloc[0]["weights"], f"run {rows.iloc[0]['run_id']}"
+        run_ids = [str(rows.iloc[0]["run_id"])]
     w = np.asarray(w, dtype=np.float64)
-    return row, w / w.sum(), source
+    return row, w / w.sum(), source, run_ids
 
+
+def _final_json(row: dict[str, Any]) -> dict[str, Any]:
+    raw = row.get("final_json")
+    return json.loads(raw) if isinstance(raw, str) and raw else {}
+
+
+def _final_runs(ws: Workspace, search_id: str, row: dict[str, Any]) -> list[str]:
+    """The verification runs when the search answered with its verified optimum, else its best run."""
+    final = _final_json(row)
+    if final.get("chosen") == "optimum":
+        ids = ws.query_df("SELECT run_id FROM proxy_runs WHERE search_id = ? AND purpose = 'verify' AND status = 'done' "
+                          "ORDER BY idx", [search_id])["run_id"].tolist()
+        if ids:
+            return [str(i) for i in ids]
+    best = (final.get("best_run") or {}).get("run_id") or row.get("best_run_id")
+    return [str(best)] if isinstance(best, str) and best else []
+
+
+def _scores(ws: Workspace, search_id: str, row: dict[str, Any], which: str, run_ids: list[str]) -> dict[str, Any]:
+    """The headline score of the exported mixture and each target metric, averaged over `run_ids`."""
+    runs = ws.query_df("SELECT run_id, score, scores_json FROM proxy_runs WHERE search_id = ? AND run_id IN (SELECT unnest(?))",
+                       [search_id, run_ids]) if run_ids else pd.DataFrame(columns=["run_id", "score", "scores_json"])
+    parts: dict[str, list[float]] = {}
+    for raw in runs["scores_json"]:
+        for k, v in (json.loads(raw) if isinstance(raw, str) else {}).items():
+            if isinstance(v, (int, float)):
+                parts.setdefault(k, []).append(float(v))
+    final = _final_json(row) if which == "final" else {}
+    score = final.get("verified")
+    if score is None and runs["score"].notna().any():
+        score = float(runs["score"].dropna().mean())
+    return {"score": None if score is None else float(score), "runs": list(run_ids),
+            "how": final.get("how") or ("run score" if which != "final" else None), "note": final.get("note") or None,
+            "components": {k: float(np.mean(v)) for k, v in sorted(parts.items())}}
+
+
+# --------------------------------------------------------------------------- tokens and held-out text
+
+def _token_setup(ws: Workspace) -> tuple[Any, str, float, int, dict[int, int]]:
+    """(tokenizer, its hash, the stage's val_fraction and seed, train tokens per active cluster)."""
+    from climb_core.tokens import TOKENIZER_FILE, cluster_token_files, load_tokenizer, tokenizer_hash
+
+    try:
+        files = cluster_token_files(ws)
+    except StageError as err:
+        raise ExportError("export counts tokens with the workspace tokenizer and leaves out the held-out "
+                          f"documents, so it needs current token files: {err}") from err
+    # The split the stage last wrote, not today's settings: those are the documents targets score on.
+    cfg = json.loads(stages.stage_record(ws, "tokens").config_json or "{}")
+    default = TokenizerConfig()
+    return (load_tokenizer(ws), tokenizer_hash(ws.tokens_dir / TOKENIZER_FILE),
+            float(cfg.get("val_fraction", default.val_fraction)), int(cfg.get("seed", default.seed)),
+            {f.cluster_id: f.n_train for f in files})
+
+
+def _split(ws: Workspace, cluster_ids: list[int], val_fraction: float, seed: int) -> pd.DataFrame:
+    """cluster_id, doc_idx, val for every document of `cluster_ids`: the tokens stage's own split."""
+    # The same function on the same per-cluster lists (doc_idx order) the stage used, so `val` marks
+    # exactly the documents in each cluster's val.bin.
+    from climb_core.tokens import _split_val
+
+    docs = ws.query_df(
+        """SELECT c.cluster_id, d.doc_idx, d.doc_id FROM doc_clusters c JOIN documents d USING (doc_idx)
+           WHERE c.cluster_id IN (SELECT unnest(?)) ORDER BY c.cluster_id, d.doc_idx""", [cluster_ids])
+    val = np.zeros(len(docs), dtype=bool)
+    for _, g in docs.groupby("cluster_id", sort=False):
+        val[g.index.to_numpy()] = _split_val(g["doc_id"].astype(str).tolist(), val_fraction, seed)
+    return pd.DataFrame({"cluster_id": docs["cluster_id"].to_numpy(dtype=np.int64),
+                         "doc_idx": docs["doc_idx"].to_numpy(dtype=np.int64), "val": val})
+
+
+def _candidates(ws: Workspace, split: pd.DataFrame, cluster_ids: list[int]) -> pd.DataFrame:
+    """Training documents of `cluster_ids`, each flagged `dup` when its text equals any held-out document's."""
+    with ws.connect() as con:
+        con.register("split", split)
+        return con.execute(
+            """WITH held AS (SELECT DISTINCT md5(coalesce(d.text, '')) AS h FROM split s
+                             JOIN documents d USING (doc_idx) WHERE s.val)
+               SELECT s.cluster_id, s.doc_idx, md5(coalesce(d.text, '')) IN (SELECT h FROM held) AS dup
+               FROM split s JOIN documents d USING (doc_idx)
+               WHERE NOT s.val AND s.cluster_id IN (SELECT unnest(?))
+               ORDER BY s.cluster_id, s.doc_idx""", [cluster_ids]).df()
+
+
+def _token_counts(ws: Workspace, tok, doc_idx: np.ndarray) -> np.ndarray:
+    """Each document's tokens plus one end-of-text token, as the tokens stage writes them."""
+    counts = np.zeros(len(doc_idx), dtype=np.int64)
+    for lo in range(0, len(doc_idx), DOC_BATCH):
+        chunk = pd.DataFrame({"doc_idx": doc_idx[lo:lo + DOC_BATCH], "pos": np.arange(lo, min(lo + DOC_BATCH, len(doc_idx)))})
+        with ws.connect() as con:
+            con.register("chunk", chunk)
+            # The range filter lets DuckDB skip row groups, as in the tokens stage.
+            rows = con.execute(
+                "SELECT c.pos, coalesce(d.text, '') FROM documents d JOIN chunk c USING (doc_idx) "
+                "WHERE d.doc_idx BETWEEN ? AND ?", [int(chunk.doc_idx.min()), int(chunk.doc_idx.max())]).fetchall()
+        encodings = tok.encode_batch([r[1] for r in rows], add_special_tokens=False)
+        counts[[r[0] for r in rows]] = [len(e.ids) + 1 for e in encodings]
+    return counts
+
+
+# --------------------------------------------------------------------------- sampling
 
 def _sample_cluster(doc_idx: np.ndarray, ntok: np.ndarray, want: float, rng: np.random.Generator) -> tuple[list[int], int, int]:
     """Whole documents, in shuffled passes, until `want` tokens; returns (doc_idx list, tokens, passes)."""
@@ -71,85 +194,195 @@ def _sample_cluster(doc_idx: np.ndarray, ntok: np.ndarray, want: float, rng: np.
     return picked, got, passes
 
 
+def _sample(ws: Workspace, tok, ids: list[int], labels: list[str], weights: np.ndarray, tokens: int,
+            split: pd.DataFrame, n_train: dict[int, int], rng: np.random.Generator) -> tuple[list[int], list[int], list[dict]]:
+    """(doc_idx picked, their cluster ids, one report per cluster) for `tokens` tokens by `weights`."""
+    cand = _candidates(ws, split, [c for c, w in zip(ids, weights) if w * tokens >= 1])
+    by_cluster = {c: g for c, g in cand.groupby("cluster_id")}
+    n_docs = split.groupby("cluster_id").size().to_dict()
+    n_held = split[split.val].groupby("cluster_id").size().to_dict()
+    sel_idx: list[int] = []
+    sel_cluster: list[int] = []
+    per_cluster = []
+    for cid, label, w in zip(ids, labels, weights):
+        want = w * tokens
+        if not n_docs.get(cid) and want > 0:
+            raise ExportError(f"cluster {cid} ({label}) has weight {w:.4f} but no documents now; "
+                              "it was edited after the search; re-run the search or export another run")
+        g = by_cluster.get(cid)
+        train = g[~g["dup"].astype(bool)] if g is not None else None
+        report = {"cluster_id": cid, "label": label, "weight": float(w), "docs": 0, "tokens": 0,
+                  "available_tokens": int(n_train.get(cid, 0)), "epochs": 0.0, "passes": 0,
+                  "held_out_docs": int(n_held.get(cid, 0)), "held_out_duplicates": int(g["dup"].sum()) if g is not None else 0}
+        # Below one token a share cannot take a document, so a vanishing weight costs no tokenising.
+        if want >= 1:
+            if train is None or train.empty:
+                raise ExportError(f"cluster {cid} ({label}) has weight {w:.4f} but every one of its documents is "
+                                  "held out (or a copy of held-out text); nothing of it can be exported")
+            ntok = _token_counts(ws, tok, train["doc_idx"].to_numpy(dtype=np.int64))
+            picked, got, passes = _sample_cluster(train["doc_idx"].to_numpy(), ntok, want, rng)
+            sel_idx.extend(picked)
+            sel_cluster.extend([cid] * len(picked))
+            report.update(docs=len(picked), tokens=got, available_tokens=int(ntok.sum()),
+                          epochs=round(got / int(ntok.sum()), 4), passes=passes if picked else 0)
+        per_cluster.append(report)
+    total = sum(c["tokens"] for c in per_cluster)
+    for c in per_cluster:
+        c["share"] = round(c["tokens"] / total, 6) if total else 0.0
+        c["deviation"] = round(c["share"] - c["weight"], 6)
+    return sel_idx, sel_cluster, per_cluster
+
+
+# --------------------------------------------------------------------------- the output folder
+
+def _is_export(path: Path) -> bool:
+    try:
+        return "export_id" in json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _output_dir(ws: Workspace, out_dir: str | Path | None, export_id: str, force: bool) -> Path:
+    """The folder to (re)place, refused where replacing it would lose something that is not an export."""
+    root = ws.root.resolve()
+    exports = ws.exports_dir.resolve()
+    out = (Path(out_dir).expanduser() if out_dir is not None else exports / export_id).resolve()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"output path {out} is a file, not a folder; give a folder to write the export in")
+    if out == root or root.is_relative_to(out):
+        raise ExportError(f"output folder {out} is the workspace {root} or holds it; the export replaces its "
+                          "output folder, so give a folder outside the workspace (or under its exports/)")
+    if out.is_relative_to(root) and (out == exports or not out.is_relative_to(exports)):
+        raise ExportError(f"output folder {out} is inside the workspace {root} but not a folder under {exports}; "
+                          "the export replaces its output folder, so give one outside the workspace or under exports/")
+    if out.is_dir() and any(out.iterdir()) and not _is_export(out) and not force:
+        raise ExportError(f"output folder {out} is not empty and holds no manifest.json of an earlier export; "
+                          "give an empty or new folder, or pass --force to replace its contents")
+    return out
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished folder `tmp` at `out`. A rename cannot replace a non-empty folder, so the old
+    one moves aside first and is deleted after: a reader finds the old export or the new one (or, for
+    an instant, none), never shards of both."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:6]}")
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-    os.replace(tmp, path)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
 
+
+def _shard_rows(ws: Workspace, part: pd.DataFrame, label_df: pd.DataFrame) -> pd.DataFrame:
+    """text, doc_id, cluster_id, cluster_label of the rows of `part`, in its `ord` order."""
+    with ws.connect() as con:
+        con.register("sel", part)
+        con.register("lab", label_df)
+        return con.execute(
+            """SELECT d.text, d.doc_id, sel.cluster_id, lab.cluster_label FROM sel
+               JOIN documents d ON d.doc_idx = sel.doc_idx JOIN lab ON lab.cluster_id = sel.cluster_id
+               ORDER BY sel.ord""").df()
+
+
+def _write_shards(ws: Workspace, out: Path, sel: pd.DataFrame, label_df: pd.DataFrame, shard_docs: int) -> list[dict]:
+    files = []
+    for k, start in enumerate(range(0, len(sel), shard_docs)):
+        shard = _shard_rows(ws, sel.iloc[start:start + shard_docs], label_df)
+        name = f"part-{k:05d}.parquet"
+        _write_parquet(shard, out / name)
+        files.append({"file": name, "docs": len(shard)})
+    return files
+
+
+def _write_cluster_files(ws: Workspace, out: Path, sel: pd.DataFrame, label_df: pd.DataFrame, shard_docs: int) -> list[dict]:
+    """Each cluster's sampled documents as JSONL (the input of Megatron's preprocess_data.py)."""
+    def rows(part: pd.DataFrame) -> Iterator[tuple[str, str]]:
+        for start in range(0, len(part), shard_docs):
+            yield from _shard_rows(ws, part.iloc[start:start + shard_docs], label_df)[["text", "doc_id"]].itertuples(index=False)
+
+    files = []
+    for cid, part in sel.groupby("cluster_id", sort=True):
+        name = export_formats.cluster_file(int(cid))
+        files.append({"cluster_id": int(cid), "file": name, "docs": export_formats.write_cluster_jsonl(out / name, rows(part))})
+    return files
+
+
+# --------------------------------------------------------------------------- export
 
 def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = None, *, tokens: int | None = None,
-                  config: ClimbConfig | None = None, which: str = "final") -> dict[str, Any]:
-    """Write weights.json, Parquet shards of about `tokens` tokens sampled by the weights, and manifest.json.
+                  config: ClimbConfig | None = None, which: str = "final", force: bool = False,
+                  formats: str | list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Write weights.json, Parquet shards of about `tokens` tokens sampled by the weights, the trainer
+    files of `formats` (default all of export_formats.FORMATS) and manifest.json into `out_dir`,
+    replacing an earlier export there.
 
-    which: 'final' (the search's answer), 'best' (the best trained run) or a run_id. Returns the manifest."""
+    which: 'final' (the search's answer), 'best' (the best trained run) or a run_id. force: replace a
+    non-empty folder that is not an earlier export. Returns the manifest."""
     config = config or ws.load_config()
     ecfg = config.export
     tokens = int(tokens if tokens is not None else ecfg.tokens)
-    row, weights, source = _weights(ws, search_id, which)
+    try:
+        fmts = export_formats.parse_formats(formats)
+    except ValueError as err:
+        raise ExportError(str(err)) from err
+    row, weights, source, run_ids = _weights(ws, search_id, which)
     ids = [int(i) for i in row["cluster_ids"]]
     labels = [str(x) for x in row["cluster_labels"]]
     export_id = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    out = Path(out_dir) if out_dir is not None else ws.exports_dir / export_id
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_dir(ws, out_dir, export_id, force)
+    tok, thash, val_fraction, seed, n_train = _token_setup(ws)
 
-    base = {"export_id": export_id, "search_id": search_id, "strategy": row["strategy"], "source": source,
-            "target": json.loads(row["target_json"] or "[]"), "cluster_ids": ids, "cluster_labels": labels,
-            "weights": [float(w) for w in weights]}
-    (out / "weights.json").write_text(json.dumps(base, indent=2), encoding="utf-8")
-
-    docs = ws.query_df(
-        """SELECT dc.cluster_id, dc.doc_idx, coalesce(s.n_tokens_est, 1) AS ntok
-           FROM doc_clusters dc LEFT JOIN doc_stats s USING (doc_idx)
-           WHERE dc.cluster_id IN (SELECT unnest(?)) ORDER BY dc.cluster_id, dc.doc_idx""", [ids])
+    split = _split(ws, sorted(set(ids) | set(n_train)), val_fraction, seed)
     rng = np.random.default_rng([ecfg.seed, 11])
-    sel_idx, sel_cluster, per_cluster = [], [], []
-    by_cluster = {c: g for c, g in docs.groupby("cluster_id")}
-    for cid, label, w in zip(ids, labels, weights):
-        g = by_cluster.get(cid)
-        want = w * tokens
-        if g is None or g.empty:
-            if want > 0:
-                raise ExportError(f"cluster {cid} ({label}) has weight {w:.4f} but no documents now; "
-                                  "it was edited after the search; re-run the search or export another run")
-            per_cluster.append({"cluster_id": cid, "label": label, "weight": float(w), "docs": 0, "tokens": 0,
-                                "available_tokens": 0, "epochs": 0.0, "passes": 0})
-            continue
-        ntok = np.maximum(g["ntok"].to_numpy(dtype=np.int64), 1)
-        picked, got, passes = _sample_cluster(g["doc_idx"].to_numpy(), ntok, want, rng)
-        sel_idx.extend(picked)
-        sel_cluster.extend([cid] * len(picked))
-        per_cluster.append({"cluster_id": cid, "label": label, "weight": float(w), "docs": len(picked), "tokens": got,
-                            "available_tokens": int(ntok.sum()), "epochs": round(got / int(ntok.sum()), 4), "passes": passes})
-
+    sel_idx, sel_cluster, per_cluster = _sample(ws, tok, ids, labels, weights, tokens, split, n_train, rng)
     # One global shuffle so every shard holds the mixture, not one cluster after another.
     order = rng.permutation(len(sel_idx))
     sel = pd.DataFrame({"ord": np.arange(len(sel_idx)), "doc_idx": np.asarray(sel_idx, dtype=np.int64)[order],
                         "cluster_id": np.asarray(sel_cluster, dtype=np.int32)[order]})
     label_df = pd.DataFrame({"cluster_id": np.asarray(ids, dtype=np.int32), "cluster_label": labels})
-    files = []
     shard_docs = max(1, int(ecfg.shard_docs))
-    for k, start in enumerate(range(0, len(sel), shard_docs)):
-        part = sel.iloc[start:start + shard_docs]
-        with ws.connect() as con:
-            con.register("sel", part)
-            con.register("lab", label_df)
-            shard = con.execute(
-                """SELECT d.text, d.doc_id, sel.cluster_id, lab.cluster_label FROM sel
-                   JOIN documents d ON d.doc_idx = sel.doc_idx JOIN lab ON lab.cluster_id = sel.cluster_id
-                   ORDER BY sel.ord""").df()
-        name = f"part-{k:05d}.parquet"
-        _write_parquet(shard, out / name)
-        files.append({"file": name, "docs": len(shard)})
 
+    base = {"export_id": export_id, "search_id": search_id, "strategy": row["strategy"], "source": source,
+            "target": json.loads(row["target_json"] or "[]"), "cluster_ids": ids, "cluster_labels": labels,
+            "weights": [float(w) for w in weights]}
     n_tokens = int(sum(c["tokens"] for c in per_cluster))
-    manifest = {**base, "requested_tokens": tokens, "tokens": n_tokens, "docs": len(sel), "token_count": "doc_stats.n_tokens_est",
-                "clusters": per_cluster, "files": files, "created_at": dt.datetime.now().isoformat(), "seed": ecfg.seed,
-                "load_with": "datasets.load_dataset('parquet', data_files='<dir>/part-*.parquet')"}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{export_id}")
+    tmp.mkdir()
+    try:
+        (tmp / "weights.json").write_text(json.dumps(base, indent=2), encoding="utf-8")
+        files = _write_shards(ws, tmp, sel, label_df, shard_docs)
+        cluster_files = (_write_cluster_files(ws, tmp, sel, label_df, shard_docs)
+                         if {"megatron", "nemo"} & set(fmts) else [])
+        manifest = {**base, "requested_tokens": tokens, "tokens": n_tokens, "docs": len(sel),
+                    "token_count": f"tokenizer {thash}: each document's tokens plus one end-of-text token",
+                    "tokenizer_hash": thash,
+                    "max_share_deviation": max((abs(c["deviation"]) for c in per_cluster), default=0.0),
+                    "held_out": {"val_fraction": val_fraction, "seed": seed,
+                                 "docs": int(sum(c["held_out_docs"] for c in per_cluster)),
+                                 "duplicates": int(sum(c["held_out_duplicates"] for c in per_cluster))},
+                    "scores": _scores(ws, search_id, row, which, run_ids),
+                    "clusters": per_cluster, "files": files, "cluster_files": cluster_files,
+                    "created_at": dt.datetime.now().isoformat(), "seed": ecfg.seed,
+                    "load_with": "datasets.load_dataset('parquet', data_files='<dir>/part-*.parquet')"}
+        manifest["formats"] = export_formats.write_formats(tmp, out, manifest, fmts)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        _swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     with ws.connect() as con:
         con.execute("INSERT INTO exports VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [export_id, search_id, str(out.resolve()), n_tokens, len(sel), json.dumps(manifest), dt.datetime.now()])
+                    [export_id, search_id, str(out), n_tokens, len(sel), json.dumps(manifest), dt.datetime.now()])
     return manifest
