@@ -439,6 +439,16 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decontam(args: argparse.Namespace) -> int:
+    from climb_core.decontam import decontaminate, format_report
+
+    if not args.target:
+        raise CliError("give at least one eval set with --target (e.g. --target arc_easy)")
+    rep = decontaminate(_open(args.workspace), [parse_target(t) for t in args.target], n=args.n, drop=args.drop)
+    _print(json.dumps(rep.to_dict(), indent=2) if args.json else format_report(rep))
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import time
     import urllib.request
@@ -578,6 +588,14 @@ def build_parser() -> argparse.ArgumentParser:
     esub.add_parser("undo")
     esub.add_parser("log")
     p.set_defaults(fn=cmd_edit)
+
+    p = sub.add_parser("decontam", help="n-gram overlap of the corpus with MC eval sets, per cluster")
+    p.add_argument("workspace")
+    p.add_argument("--target", action="append", default=[], help="eval set: arc_easy, piqa, mc:PATH (repeatable)")
+    p.add_argument("--n", type=int, default=13, help="n-gram length in words (default 13)")
+    p.add_argument("--drop", action="store_true", help="record flagged documents in table decontam_flags")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(fn=cmd_decontam)
 
     p = sub.add_parser("dashboard", help="open the Streamlit dashboard on this workspace")
     p.add_argument("workspace")

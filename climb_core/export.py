@@ -141,16 +141,23 @@ def _split(ws: Workspace, cluster_ids: list[int], val_fraction: float, seed: int
 
 
 def _candidates(ws: Workspace, split: pd.DataFrame, cluster_ids: list[int]) -> pd.DataFrame:
-    """Training documents of `cluster_ids`, each flagged `dup` when its text equals any held-out document's."""
+    """Training documents of `cluster_ids`, each flagged `dup` when its text equals any held-out
+    document's, and `contaminated` when `climb decontam --drop` flagged it (benchmark overlap)."""
     with ws.connect() as con:
         con.register("split", split)
-        return con.execute(
+        has_flags = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'decontam_flags'"
+                                ).fetchone()[0]
+        flagged = (set(int(i) for (i,) in con.execute("SELECT DISTINCT doc_idx FROM decontam_flags").fetchall())
+                   if has_flags else set())
+        df = con.execute(
             """WITH held AS (SELECT DISTINCT md5(coalesce(d.text, '')) AS h FROM split s
                              JOIN documents d USING (doc_idx) WHERE s.val)
                SELECT s.cluster_id, s.doc_idx, md5(coalesce(d.text, '')) IN (SELECT h FROM held) AS dup
                FROM split s JOIN documents d USING (doc_idx)
                WHERE NOT s.val AND s.cluster_id IN (SELECT unnest(?))
                ORDER BY s.cluster_id, s.doc_idx""", [cluster_ids]).df()
+    df["contaminated"] = df["doc_idx"].isin(flagged)
+    return df
 
 
 def _token_counts(ws: Workspace, tok, doc_idx: np.ndarray) -> np.ndarray:
@@ -210,10 +217,11 @@ def _sample(ws: Workspace, tok, ids: list[int], labels: list[str], weights: np.n
             raise ExportError(f"cluster {cid} ({label}) has weight {w:.4f} but no documents now; "
                               "it was edited after the search; re-run the search or export another run")
         g = by_cluster.get(cid)
-        train = g[~g["dup"].astype(bool)] if g is not None else None
+        train = g[~(g["dup"].astype(bool) | g["contaminated"])] if g is not None else None
         report = {"cluster_id": cid, "label": label, "weight": float(w), "docs": 0, "tokens": 0,
                   "available_tokens": int(n_train.get(cid, 0)), "epochs": 0.0, "passes": 0,
-                  "held_out_docs": int(n_held.get(cid, 0)), "held_out_duplicates": int(g["dup"].sum()) if g is not None else 0}
+                  "held_out_docs": int(n_held.get(cid, 0)), "held_out_duplicates": int(g["dup"].sum()) if g is not None else 0,
+                  "contaminated_excluded": int(g["contaminated"].sum()) if g is not None else 0}
         # Below one token a share cannot take a document, so a vanishing weight costs no tokenising.
         if want >= 1:
             if train is None or train.empty:

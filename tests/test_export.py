@@ -217,3 +217,29 @@ def test_export_needs_token_files(tmp_path):
     run_search(ws, sid, objective=objective, progress=False)
     with pytest.raises(ExportError, match="climb tokens"):
         export_search(ws, sid, tmp_path / "out", tokens=1000)
+
+
+def test_documents_flagged_by_decontam_are_not_exported(tmp_path):
+    """`climb decontam --drop` records benchmark-overlapping documents; export leaves them out."""
+    import shutil
+
+    from climb_core.workspace import Workspace
+
+    src, sid = build_searched(tmp_path / "src")
+    root = tmp_path / "ws"
+    shutil.copytree(src.root, root)
+    ws = Workspace.open(root)
+    total = int(ws.scalar("SELECT sum(n_tokens) FROM token_shards WHERE split = 'train'"))
+    first = _rows_after(ws, sid, tmp_path / "before", 2 * total)
+    victim = first.iloc[0]["text"]
+    with ws.connect() as con:
+        con.execute("CREATE TABLE decontam_flags (doc_idx BIGINT, eval_name VARCHAR, ngram_hits INTEGER)")
+        con.execute("INSERT INTO decontam_flags SELECT doc_idx, 'arc_easy', 3 FROM documents WHERE text = ?", [victim])
+    m = export_search(ws, sid, tmp_path / "after", tokens=2 * total, which=SPREAD_RUN)
+    assert victim not in set(_rows(tmp_path / "after")["text"])
+    assert sum(c["contaminated_excluded"] for c in m["clusters"]) >= 1
+
+
+def _rows_after(ws, sid, out, tokens):
+    export_search(ws, sid, out, tokens=tokens, which=SPREAD_RUN)
+    return _rows(out)
