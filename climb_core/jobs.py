@@ -178,37 +178,36 @@ def start_stage_job(ws: Workspace, stage: str, force: bool = False) -> str:
     return start_job(ws, stage, argv, {"stage": stage})
 
 
+def _start_configured(ws: Workspace, command: str, run_id: str, config, name: str | None) -> None:
+    """`climb COMMAND WS --config FILE --COMMAND-id ID` in a worker, its config written beside the logs."""
+    from climb_core.config import save_config
+
+    ws.logs_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = ws.logs_dir / f"{command}-{run_id}.toml"
+    save_config(config, cfg_path)
+    argv = _climb(command, str(ws.root), "--config", str(cfg_path), f"--{command}-id", run_id, "--quiet")
+    if name:
+        argv += ["--name", name]
+    start_job(ws, command, argv, {f"{command}_id": run_id, "name": name})
+
+
 def start_search_job(ws: Workspace, config, name: str | None = None) -> str:
     """Start a new search in a background worker and return its id at once.
 
     The worker (`climb search --config ... --search-id ID`) re-tokenises the clusters if they changed
     since `climb tokens`, then creates the search under ID, so the page can follow it straight away.
     """
-    from climb_core.config import save_config
     from climb_core.search import new_search_id
 
     search_id = new_search_id()
-    cfg_path = ws.logs_dir / f"search-{search_id}.toml"
-    save_config(config, cfg_path)
-    argv = _climb("search", str(ws.root), "--config", str(cfg_path), "--search-id", search_id, "--quiet")
-    if name:
-        argv += ["--name", name]
-    start_job(ws, "search", argv, {"search_id": search_id, "name": name})
+    _start_configured(ws, "search", search_id, config, name)
     return search_id
 
 
 def start_study_job(ws: Workspace, config, name: str | None = None) -> str:
     """Start `climb study` in a background worker; returns the study id at once."""
-    from climb_core.config import save_config
-
     study_id = f"study-{_now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-    cfg_path = ws.logs_dir / f"{study_id}.toml"
-    ws.logs_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, cfg_path)
-    argv = _climb("study", str(ws.root), "--config", str(cfg_path), "--study-id", study_id, "--quiet")
-    if name:
-        argv += ["--name", name]
-    start_job(ws, "study", argv, {"study_id": study_id, "name": name})
+    _start_configured(ws, "study", study_id, config, name)
     return study_id
 
 
