@@ -278,22 +278,28 @@ def cmd_export_assignments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_config(ws: Workspace, args: argparse.Namespace, kind: str, stages: list[str]) -> ClimbConfig:
+    """A resumed search or study runs with the config stored with it; a new one with the resolved one."""
+    if not args.resume:
+        return _resolve_config(ws, args, stages)
+    from climb_core.config import config_from_dict
+
+    table = {"search": "searches", "study": "studies"}[kind]
+    stored = ws.scalar(f"SELECT config_json FROM {table} WHERE {kind}_id = ?", [args.resume])
+    if stored is None:
+        hint = f"; `climb runs {args.workspace}` lists them" if kind == "search" else ""
+        raise CliError(f"no {kind} {args.resume!r} in {ws.root}{hint}")
+    _print(f"resuming {kind} {args.resume}")
+    return config_from_dict(json.loads(stored))
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from climb_core.pipeline import run_stage
     from climb_core.search import create_search, run_search
 
     ws = _open(args.workspace)
-    if args.resume:
-        from climb_core.config import config_from_dict
-
-        search_id = args.resume
-        stored = ws.scalar("SELECT config_json FROM searches WHERE search_id = ?", [search_id])
-        if stored is None:
-            raise CliError(f"no search {search_id!r} in {ws.root}; `climb runs {args.workspace}` lists them")
-        config = config_from_dict(json.loads(stored))
-        _print(f"resuming search {search_id}")
-    else:
-        config = _resolve_config(ws, args, ["search", "tokens"])
+    config = _run_config(ws, args, "search", ["search", "tokens"])
+    search_id = args.resume
     run_stage(ws, "tokens", config, progress=not args.quiet)
     if not args.resume:
         search_id = create_search(ws, config, name=args.name, search_id=args.search_id)
@@ -311,17 +317,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     from climb_core.search.study import create_study, report_markdown, run_study
 
     ws = _open(args.workspace)
-    if args.resume:
-        from climb_core.config import config_from_dict
-
-        study_id = args.resume
-        stored = ws.scalar("SELECT config_json FROM studies WHERE study_id = ?", [study_id])
-        if stored is None:
-            raise CliError(f"no study {study_id!r} in {ws.root}")
-        config = config_from_dict(json.loads(stored))
-        _print(f"resuming study {study_id}")
-    else:
-        config = _resolve_config(ws, args, ["search", "tokens", "study"])
+    config = _run_config(ws, args, "study", ["search", "tokens", "study"])
+    study_id = args.resume
     run_stage(ws, "tokens", config, progress=not args.quiet)
     if not args.resume:
         study_id = create_study(ws, config, name=args.name, study_id=args.study_id)
