@@ -9,6 +9,9 @@ Representatives are the documents nearest the cluster's centroid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
@@ -40,16 +43,11 @@ def _doc_holding_ids(con) -> list[int]:
         "SELECT DISTINCT cluster_id FROM doc_clusters ORDER BY cluster_id").fetchall()]
 
 
-def _class_counts(con, class_ids: list[int], max_docs: int, progress: bool = False):
-    """Term counts per class (rows in class_ids order) and the vocabulary, vectorised in chunks."""
-    from scipy import sparse
-    from sklearn.feature_extraction.text import CountVectorizer
-    from tqdm import tqdm
-
-    vocab: dict[str, int] = {}
-    rows, cols, vals = [], [], []
-    for start in tqdm(range(0, len(class_ids), CLASS_CHUNK), desc="keywords", unit="chunk", disable=not progress):
-        chunk = class_ids[start:start + CLASS_CHUNK]
+def read_class_texts(con, class_ids: list[int], max_docs: int) -> dict[int, str]:
+    """The sampled text of each class ('' for one without documents), read in chunks of classes."""
+    out: dict[int, str] = {}
+    for start in range(0, len(class_ids), CLASS_CHUNK):
+        chunk = [int(c) for c in class_ids[start:start + CLASS_CHUNK]]
         texts = con.execute("""
             SELECT k.cluster_id, coalesce(t.text, '') AS text
             FROM (SELECT unnest(?::INTEGER[]) AS cluster_id) k LEFT JOIN (
@@ -59,10 +57,26 @@ def _class_counts(con, class_ids: list[int], max_docs: int, progress: bool = Fal
                     FROM doc_clusters dc JOIN documents d USING (doc_idx)
                     WHERE dc.cluster_id IN (SELECT unnest(?::INTEGER[])))
                 WHERE rn <= ? GROUP BY cluster_id) t USING (cluster_id)
-            ORDER BY list_position(?::INTEGER[], k.cluster_id)""", [chunk, chunk, max_docs, chunk]).df()
+            ORDER BY list_position(?::INTEGER[], k.cluster_id)""", [chunk, chunk, max_docs, chunk]).fetchall()
+        out.update({int(c): t for c, t in texts})
+    return out
+
+
+def _class_counts(fetch, class_ids: list[int], progress: bool = False):
+    """Term counts per class (rows in class_ids order) and the vocabulary, vectorised in chunks;
+    `fetch(chunk)` gives the sampled texts of a chunk of classes (class id -> text)."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import CountVectorizer
+    from tqdm import tqdm
+
+    vocab: dict[str, int] = {}
+    rows, cols, vals = [], [], []
+    for start in tqdm(range(0, len(class_ids), CLASS_CHUNK), desc="keywords", unit="chunk", disable=not progress):
+        chunk = class_ids[start:start + CLASS_CHUNK]
+        class_texts = fetch(chunk)
         vec = CountVectorizer(stop_words="english", token_pattern=TOKEN_PATTERN, lowercase=True)
         try:
-            counts = vec.fit_transform(texts["text"].tolist()).tocoo()
+            counts = vec.fit_transform([class_texts.get(int(c), "") for c in chunk]).tocoo()
         except ValueError:  # every class in the chunk is empty or stop words only
             continue
         local = vec.get_feature_names_out()
@@ -101,13 +115,53 @@ def ctfidf_keywords(counts, words: np.ndarray, n_keywords: int) -> list[list[str
     return out
 
 
-def _write_keywords(con, cfg: DescribeConfig, cluster_ids: list[int], progress: bool) -> pd.DataFrame:
+@dataclass
+class DescribeInputs:
+    """What describing `cluster_ids` reads from the catalogue; computing from it needs no connection.
+
+    `class_ids` are the keyword classes (every cluster holding documents, and the described ones);
+    `fetch(chunk)` reads the sampled texts of a chunk of them, CLASS_CHUNK classes at a time so the
+    texts in memory stay bounded (each read a short connection of its own when describing outside a
+    transaction). `rep_docs` (doc_idx, cluster_id) and `rep_centroids` (stored centroid or None) are
+    read only when there are embeddings to rank representatives by."""
+    cluster_ids: list[int]
+    class_ids: list[int]
+    fetch: Callable[[list[int]], dict[int, str]]
+    rep_docs: pd.DataFrame | None = None
+    rep_centroids: dict[int, object] = field(default_factory=dict)
+
+
+def read_inputs(con, cfg: DescribeConfig, cluster_ids: list[int], with_embeddings: bool,
+                fetch: Callable[[list[int]], dict[int, str]] | None = None) -> DescribeInputs:
+    """Read what describing needs; texts are read later through `fetch` (default: on `con`)."""
     class_ids = sorted(set(_doc_holding_ids(con)) | set(cluster_ids))
-    counts, words = _class_counts(con, class_ids, cfg.max_docs_per_cluster, progress)
+    if fetch is None:
+        def fetch(chunk: list[int]) -> dict[int, str]:
+            return read_class_texts(con, chunk, cfg.max_docs_per_cluster)
+    inputs = DescribeInputs(cluster_ids, class_ids, fetch)
+    if with_embeddings:
+        inputs.rep_docs = con.execute(
+            "SELECT doc_idx, cluster_id FROM doc_clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[])) "
+            "ORDER BY doc_idx", [cluster_ids]).df()
+        cents = con.execute(
+            "SELECT cluster_id, centroid FROM clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))",
+            [cluster_ids]).fetchall()
+        inputs.rep_centroids = {int(c): v for c, v in cents}
+    return inputs
+
+
+def compute_keywords(cfg: DescribeConfig, inputs: DescribeInputs, progress: bool = False) -> pd.DataFrame:
+    cluster_ids = inputs.cluster_ids
+    class_ids = inputs.class_ids
+    counts, words = _class_counts(inputs.fetch, class_ids, progress)
     keywords = ctfidf_keywords(counts, words, cfg.n_keywords)
     pos = {c: i for i, c in enumerate(class_ids)}
     kw = pd.DataFrame({"cluster_id": cluster_ids, "keywords": [keywords[pos[c]] for c in cluster_ids]})
     kw["auto_label"] = [" / ".join(k[:cfg.label_words]) if k else None for k in kw["keywords"]]
+    return kw
+
+
+def _write_keywords(con, kw: pd.DataFrame) -> None:
     con.register("kw_df", kw)
     con.execute("""
         UPDATE clusters SET keywords = k.keywords, auto_label = k.auto_label,
@@ -115,20 +169,14 @@ def _write_keywords(con, cfg: DescribeConfig, cluster_ids: list[int], progress: 
             label_source = CASE WHEN clusters.label_source = 'user' THEN 'user' ELSE 'auto' END
         FROM kw_df k WHERE clusters.cluster_id = k.cluster_id""")
     con.unregister("kw_df")
-    return kw
 
 
-def _nearest_by_embedding(con, emb: np.ndarray, cluster_ids: list[int], n: int) -> pd.DataFrame:
-    docs = con.execute(
-        "SELECT doc_idx, cluster_id FROM doc_clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))",
-        [cluster_ids]).df()
-    cents = con.execute(
-        "SELECT cluster_id, centroid FROM clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))",
-        [cluster_ids]).df()
+def nearest_by_embedding(emb: np.ndarray, docs: pd.DataFrame, stored: dict[int, object], n: int) -> pd.DataFrame:
+    """The n documents of each cluster nearest its centroid (`stored`: cluster -> stored centroid or None)."""
     if docs.empty:
         return pd.DataFrame(columns=["cluster_id", "rank", "doc_idx", "distance"])
     centroid = {}
-    for cid, vec in zip(cents["cluster_id"], cents["centroid"]):
+    for cid, vec in stored.items():
         if not isinstance(vec, (list, tuple, np.ndarray)) or len(vec) == 0:
             # No stored centroid: the mean of the cluster's own documents stands in.
             members = docs.loc[docs["cluster_id"] == cid, "doc_idx"].to_numpy()
@@ -138,6 +186,8 @@ def _nearest_by_embedding(con, emb: np.ndarray, cluster_ids: list[int], n: int) 
             centroid[cid] = v / max(float(np.linalg.norm(v)), 1e-12)
     docs = docs[docs["cluster_id"].isin(list(centroid))].reset_index(drop=True)
     ids = sorted(centroid)
+    if not ids:
+        return pd.DataFrame(columns=["cluster_id", "rank", "doc_idx", "distance"])
     cmat = np.stack([centroid[c] for c in ids])
     row_of = pd.Series(np.arange(len(ids)), index=ids)
     dist = np.empty(len(docs), dtype=np.float32)
@@ -153,10 +203,16 @@ def _nearest_by_embedding(con, emb: np.ndarray, cluster_ids: list[int], n: int) 
     return top[["cluster_id", "rank", "doc_idx", "distance"]]
 
 
-def _write_representatives(con, cfg: DescribeConfig, cluster_ids: list[int], emb: np.ndarray | None) -> int:
+def compute_representatives(cfg: DescribeConfig, inputs: DescribeInputs, emb: np.ndarray | None) -> pd.DataFrame | None:
+    """Representatives ranked by embedding, or None when there are none (written by SQL from assignments)."""
+    if emb is None or inputs.rep_docs is None:
+        return None
+    return nearest_by_embedding(emb, inputs.rep_docs, inputs.rep_centroids, cfg.n_representatives)
+
+
+def _write_representatives(con, cfg: DescribeConfig, cluster_ids: list[int], reps: pd.DataFrame | None) -> int:
     con.execute("DELETE FROM representatives WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))", [cluster_ids])
-    if emb is not None:
-        reps = _nearest_by_embedding(con, emb, cluster_ids, cfg.n_representatives)
+    if reps is not None:
         con.register("reps_df", reps)
         con.execute("INSERT INTO representatives SELECT cluster_id, rank, doc_idx, distance FROM reps_df")
         con.unregister("reps_df")
@@ -174,26 +230,83 @@ def _write_representatives(con, cfg: DescribeConfig, cluster_ids: list[int], emb
                            [cluster_ids]).fetchall()[0][0])
 
 
+def write_description(con, cfg: DescribeConfig, kw: pd.DataFrame, reps: pd.DataFrame | None) -> None:
+    """Store computed keywords, labels and representatives (inside the caller's transaction)."""
+    ids = [int(c) for c in kw["cluster_id"]]
+    _write_keywords(con, kw)
+    _write_representatives(con, cfg, ids, reps)
+
+
+def read_texts(ws: Workspace, cfg: DescribeConfig, chunk: list[int]) -> dict[int, str]:
+    """The sampled texts of a chunk of classes, in a short connection of its own."""
+    with ws.connect() as con:
+        return read_class_texts(con, chunk, cfg.max_docs_per_cluster)
+
+
+def catalogue_token(con) -> tuple:
+    """Changes whenever the refined clusters could have: the edit log's state and a checksum of doc_clusters.
+    Read before computing and again in the writing transaction; a difference means the inputs went stale."""
+    edits = con.execute(
+        "SELECT count(*), coalesce(max(edit_id), 0), count(*) FILTER (WHERE undone) FROM edits").fetchall()[0]
+    docs = con.execute("SELECT count(*), coalesce(sum(hash(doc_idx, cluster_id)), 0) FROM doc_clusters").fetchall()[0]
+    cents = con.execute("SELECT coalesce(sum(hash(cluster_id, state, centroid)), 0) FROM clusters").fetchall()[0]
+    return (*edits, *docs, *cents)
+
+
+def _active_ids(con) -> list[int]:
+    return [r[0] for r in con.execute(
+        "SELECT cluster_id FROM clusters WHERE state = 'active' ORDER BY cluster_id").fetchall()]
+
+
+# Describes whose inputs changed before they could be written are computed again this many times,
+# then once more with the catalogue held open throughout (the old way, which cannot go stale).
+STALE_RETRIES = 3
+
+
 def describe_clusters(ws: Workspace, config: ClimbConfig, cluster_ids: list[int] | None = None, *,
                       con=None, embeddings: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
     """Keywords, automatic label and representatives for the given clusters (default: every active one).
 
     Pass `con` to make the writes part of the caller's transaction (the edit API does). Returns the
     clusters described with their keywords and auto_label.
+
+    Without `con`, the inputs are read in one short connection (the sampled texts in one more short
+    connection per CLASS_CHUNK classes), keywords and representatives are computed with the catalogue
+    closed (so a search worker is not kept waiting), and the results are written in one short
+    transaction, after checking that the catalogue did not change since the first read (if it did,
+    the clusters are described again from the new state).
     """
     emb = embeddings if embeddings is not None else load_embeddings_or_none(ws)
-    if con is None:
+    cfg = config.describe
+    if con is not None:
+        return _describe_in(con, cfg, cluster_ids, emb, progress)
+    for _ in range(STALE_RETRIES):
+        with ws.connect() as c:
+            token = catalogue_token(c)
+            ids = _active_ids(c) if cluster_ids is None else sorted({int(x) for x in cluster_ids})
+            if not ids:
+                return pd.DataFrame(columns=["cluster_id", "keywords", "auto_label"])
+            inputs = read_inputs(c, cfg, ids, emb is not None, fetch=lambda chunk: read_texts(ws, cfg, chunk))
+        kw = compute_keywords(cfg, inputs, progress)
+        reps = compute_representatives(cfg, inputs, emb)
         with ws.connect() as c, transaction(c):
-            out = describe_clusters(ws, config, cluster_ids, con=c, embeddings=emb, progress=progress)
-        return out
+            if catalogue_token(c) == token:
+                write_description(c, cfg, kw, reps)
+                return kw
+    with ws.connect() as c, transaction(c):
+        return _describe_in(c, cfg, cluster_ids, emb, progress)
+
+
+def _describe_in(con, cfg: DescribeConfig, cluster_ids: list[int] | None, emb, progress: bool) -> pd.DataFrame:
+    """Read, compute and write on one connection (inside the caller's transaction)."""
     if cluster_ids is None:
-        cluster_ids = [r[0] for r in con.execute(
-            "SELECT cluster_id FROM clusters WHERE state = 'active' ORDER BY cluster_id").fetchall()]
+        cluster_ids = _active_ids(con)
     cluster_ids = sorted({int(c) for c in cluster_ids})
     if not cluster_ids:
         return pd.DataFrame(columns=["cluster_id", "keywords", "auto_label"])
-    kw = _write_keywords(con, config.describe, cluster_ids, progress)
-    _write_representatives(con, config.describe, cluster_ids, emb)
+    inputs = read_inputs(con, cfg, cluster_ids, emb is not None)
+    kw = compute_keywords(cfg, inputs, progress)
+    write_description(con, cfg, kw, compute_representatives(cfg, inputs, emb))
     return kw
 
 

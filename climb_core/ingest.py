@@ -2,9 +2,10 @@
 
 Each batch of each source is parsed, measured and scored outside any connection, then written to
 scratch tables together with its shard record in one transaction; a killed ingest resumes after the
-last stored batch. When every batch is stored, one transaction removes exact duplicates (normalised
+last stored batch. When every batch is stored, the finalise step removes exact duplicates (normalised
 text hash, first occurrence kept), makes document ids unique, numbers the documents densely in input
-order and replaces the catalogue's ingest tables, so readers never see a half-built corpus.
+order and builds new ingest tables beside the old ones in short connections, then swaps them in with
+one short transaction, so readers never see a half-built corpus (see `_finalise`).
 
 Document ids are unique after ingest, by two rules:
 - an id given in the input (ingest.id_field) that an earlier kept record already has is a mistake in
@@ -158,15 +159,30 @@ def _prepare_scratch(ws: Workspace, resumed: bool) -> None:
 _ORDER = "src_idx, batch_idx, pos"
 
 
+# Staging tables of the finalise step: the new numbering, the new rejections, and the new
+# documents/doc_stats, which replace the catalogue's tables in one short transaction at the end.
+_ORDER_TABLE = "ingest_final_order"
+_NEW_REJECTED = "ingest_new_rejected"
+_NEW_TABLES = {"documents": "ingest_new_documents", "doc_stats": "ingest_new_doc_stats"}
+
+
 def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, int]:
     """Deduplicate, number documents densely and replace documents/doc_stats/rejected in one go.
 
     Only narrow keys are windowed and sorted; texts are copied batch by batch in input order, so
     memory stays at about one batch however large the corpus (one big INSERT ... ORDER BY would sort
     every text at once).
+
+    The catalogue is not held for the whole of it (a search worker waits on every connection): one
+    connection numbers the documents and works out the rejections into staging tables, each batch is
+    copied into new documents/doc_stats tables in a connection of its own, and a last, short
+    transaction swaps the new tables in and replaces the ingest rejections. Until that swap readers
+    see the previous corpus; a kill before it leaves only staging tables, dropped on the next run.
     """
     stat_cols = ", ".join(f"r.{c}" for c in STAT_COLUMNS)
     with _connect(ws, memory_limit) as con, transaction(con):
+        for table in (_ORDER_TABLE, _NEW_REJECTED, *_NEW_TABLES.values()):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
         if dedup:
             con.execute(f"""CREATE TEMP TABLE ingest_keys AS
                 SELECT src_idx, batch_idx, pos, row_number() OVER w AS copy_no,
@@ -178,46 +194,56 @@ def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, i
                 SELECT src_idx, batch_idx, pos, 1 AS copy_no, src_idx AS k_src, batch_idx AS k_batch,
                        pos AS k_pos FROM {RAW_DOCS}""")
         _unique_ids(con)
-        con.execute(f"""CREATE TEMP TABLE ingest_order AS
+        con.execute(f"""CREATE TABLE {_ORDER_TABLE} AS
             SELECT src_idx, batch_idx, pos, final_id, row_number() OVER (ORDER BY {_ORDER}) - 1 AS doc_idx
             FROM ingest_ids WHERE id_no = 1""")
-        con.execute("DELETE FROM documents")
-        con.execute("DELETE FROM doc_stats")
-        con.execute("DELETE FROM rejected WHERE stage = ?", [STAGE])
-        con.execute(f"""INSERT INTO rejected
+        con.execute(f"CREATE TABLE {_NEW_REJECTED} AS SELECT * FROM rejected LIMIT 0")
+        con.execute(f"""INSERT INTO {_NEW_REJECTED}
             SELECT source_file, source_line, doc_id, reason, detail, '{STAGE}' FROM {RAW_REJECTED}
             ORDER BY {_ORDER}""")
-        con.execute(f"""INSERT INTO rejected
+        con.execute(f"""INSERT INTO {_NEW_REJECTED}
             SELECT d.source_file, d.source_line, d.doc_id, 'duplicate',
                    'duplicate of ' || k.doc_id || ' (' || k.source_file || ' line ' || k.source_line || ')', '{STAGE}'
             FROM ingest_keys x
             JOIN {RAW_DOCS} d ON d.src_idx = x.src_idx AND d.batch_idx = x.batch_idx AND d.pos = x.pos
             JOIN {RAW_DOCS} k ON k.src_idx = x.k_src AND k.batch_idx = x.k_batch AND k.pos = x.k_pos
             WHERE x.copy_no > 1 ORDER BY x.src_idx, x.batch_idx, x.pos""")
-        con.execute(f"""INSERT INTO rejected
+        con.execute(f"""INSERT INTO {_NEW_REJECTED}
             SELECT d.source_file, d.source_line, i.final_id, 'duplicate_id',
                    'id ' || i.final_id || ' is already used by ' || k.source_file || ' line ' || k.source_line, '{STAGE}'
             FROM ingest_ids i
             JOIN {RAW_DOCS} d ON d.src_idx = i.src_idx AND d.batch_idx = i.batch_idx AND d.pos = i.pos
             JOIN {RAW_DOCS} k ON k.src_idx = i.k_src AND k.batch_idx = i.k_batch AND k.pos = i.k_pos
             WHERE i.id_no > 1 ORDER BY i.src_idx, i.batch_idx, i.pos""")
-        batches = con.execute("SELECT DISTINCT src_idx, batch_idx FROM ingest_order ORDER BY ALL").fetchall()
-        for src_idx, batch_idx in batches:
-            where = "src_idx = ? AND batch_idx = ?"
-            join = (f"FROM (SELECT * FROM {RAW_DOCS} WHERE {where}) r "
-                    f"JOIN (SELECT * FROM ingest_order WHERE {where}) o USING (src_idx, batch_idx, pos) ORDER BY o.doc_idx")
-            params = [src_idx, batch_idx, src_idx, batch_idx]
-            con.execute(f"""INSERT INTO documents SELECT o.doc_idx, o.final_id, r.text, r.source_file, r.source_line,
-                            r.text_hash, r.preset_cluster, r.meta_json {join}""", params)
-            con.execute(f"""INSERT INTO doc_stats SELECT o.doc_idx, {stat_cols}, r.quality_heuristic,
-                            r.quality_user, r.quality {join}""", params)
-        n_docs = con.execute("SELECT count(*) FROM ingest_order").fetchone()[0]
+        for table, new in _NEW_TABLES.items():
+            con.execute(f"CREATE TABLE {new} AS SELECT * FROM {table} LIMIT 0")
+        batches = con.execute(f"SELECT DISTINCT src_idx, batch_idx FROM {_ORDER_TABLE} ORDER BY ALL").fetchall()
+        n_docs = con.execute(f"SELECT count(*) FROM {_ORDER_TABLE}").fetchone()[0]
         n_dups = con.execute("SELECT count(*) FROM ingest_keys WHERE copy_no > 1").fetchone()[0]
         reasons = dict(con.execute(f"SELECT reason, count(*) FROM {RAW_REJECTED} GROUP BY reason").fetchall())
         n_dup_ids = con.execute("SELECT count(*) FROM ingest_ids WHERE id_no > 1").fetchone()[0]
         if n_dup_ids:
             reasons["duplicate_id"] = n_dup_ids
         n_qualified = con.execute("SELECT count(*) FROM ingest_ids WHERE qualified").fetchone()[0]
+    new_docs, new_stats = _NEW_TABLES["documents"], _NEW_TABLES["doc_stats"]
+    for src_idx, batch_idx in batches:
+        where = "src_idx = ? AND batch_idx = ?"
+        join = (f"FROM (SELECT * FROM {RAW_DOCS} WHERE {where}) r "
+                f"JOIN (SELECT * FROM {_ORDER_TABLE} WHERE {where}) o USING (src_idx, batch_idx, pos) ORDER BY o.doc_idx")
+        params = [src_idx, batch_idx, src_idx, batch_idx]
+        with _connect(ws, memory_limit) as con, transaction(con):
+            con.execute(f"""INSERT INTO {new_docs} SELECT o.doc_idx, o.final_id, r.text, r.source_file, r.source_line,
+                            r.text_hash, r.preset_cluster, r.meta_json {join}""", params)
+            con.execute(f"""INSERT INTO {new_stats} SELECT o.doc_idx, {stat_cols}, r.quality_heuristic,
+                            r.quality_user, r.quality {join}""", params)
+    with _connect(ws, memory_limit) as con, transaction(con):
+        for table, new in _NEW_TABLES.items():
+            con.execute(f"DROP TABLE {table}")
+            con.execute(f"ALTER TABLE {new} RENAME TO {table}")
+        con.execute("DELETE FROM rejected WHERE stage = ?", [STAGE])
+        con.execute(f"INSERT INTO rejected SELECT * FROM {_NEW_REJECTED}")
+        con.execute(f"DROP TABLE {_ORDER_TABLE}")
+        con.execute(f"DROP TABLE {_NEW_REJECTED}")
         # The scratch rows are now in the catalogue proper; keep the file small.
         con.execute(f"DELETE FROM {RAW_DOCS}")
         con.execute(f"DELETE FROM {RAW_REJECTED}")

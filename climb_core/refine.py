@@ -283,39 +283,115 @@ def _kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return labels
 
 
+def _split_inputs(con, cluster_id: int, k: int, cfg) -> dict:
+    """What a split reads: the cluster's documents (with their texts and sampling hash), the other
+    clusters holding documents (the keyword background, their texts read later) and the next free id."""
+    from climb_core.describe import catalogue_token
+
+    _require_state(_clusters(con, [cluster_id]), {"active"}, "split")
+    docs = con.execute("""SELECT dc.doc_idx, hash(dc.doc_idx) AS h, d.doc_idx IS NOT NULL AS has_doc, d.text
+                          FROM doc_clusters dc LEFT JOIN documents d USING (doc_idx)
+                          WHERE dc.cluster_id = ? ORDER BY dc.doc_idx""", [cluster_id]).df()
+    if k < 2 or k > len(docs):
+        raise ClusterEditError(f"cannot split #{cluster_id} into k={k}: k must be between 2 and its {len(docs)} documents")
+    others = [int(r[0]) for r in con.execute(
+        "SELECT DISTINCT cluster_id FROM doc_clusters WHERE cluster_id <> ? ORDER BY cluster_id", [cluster_id]).fetchall()]
+    return {"token": catalogue_token(con), "docs": docs, "first": _next_id(con), "others": others}
+
+
+def _split_compute(inputs: dict, cluster_id: int, k: int, seed: int, emb, cfg, read_others) -> dict:
+    """k-means, the children's centroids, keywords and representatives, with no connection open
+    (`read_others(chunk)` reads the other clusters' sampled texts, a short connection each)."""
+    from climb_core.describe import DescribeInputs, compute_keywords, compute_representatives
+
+    docs = inputs["docs"]
+    doc_idx = docs["doc_idx"].to_numpy()
+    labels = _kmeans_labels(np.asarray(emb[doc_idx], dtype=np.float32), k, seed)
+    used = np.unique(labels)  # k-means may leave a cluster empty on duplicate points
+    first = inputs["first"]
+    child_of = {int(lab): first + i for i, lab in enumerate(used)}
+    children = list(child_of.values())
+    to_cluster = np.array([child_of[int(lab)] for lab in labels], dtype=np.int64)
+    # The children's documents, as describe would read them after the moves.
+    members = pd.DataFrame({"doc_idx": doc_idx, "cluster_id": to_cluster})
+    centroids = {int(c): _unit(np.asarray(emb[g["doc_idx"].to_numpy()], dtype=np.float32).mean(axis=0))
+                 for c, g in members.groupby("cluster_id")}
+    # Each child's keyword sample: its first max_docs documents by (hash(doc_idx), doc_idx), as describe samples.
+    texts: dict[int, str] = {}
+    sampled = docs.assign(cluster_id=to_cluster)[docs["has_doc"].to_numpy(dtype=bool)]
+    sampled = sampled.sort_values(["h", "doc_idx"], kind="stable")
+    for c, g in sampled.groupby("cluster_id", sort=False):
+        texts[int(c)] = " ".join(t for t in g["text"].head(cfg.max_docs_per_cluster) if t is not None)
+    for c in children:
+        texts.setdefault(c, "")
+    def fetch(chunk: list[int]) -> dict[int, str]:
+        rest = [c for c in chunk if c not in texts]
+        return {**(read_others(rest) if rest else {}), **{c: texts[c] for c in chunk if c in texts}}
+
+    class_ids = sorted(set(inputs["others"]) | set(children))
+    dinputs = DescribeInputs(children, class_ids, fetch, members, {c: centroids.get(c) for c in children})
+    return {"children": children, "moves": pd.DataFrame({"doc_idx": doc_idx, "to_cluster": to_cluster}),
+            "centroids": centroids, "kw": compute_keywords(cfg, dinputs), "reps": compute_representatives(cfg, dinputs, emb)}
+
+
 def split_cluster(ws: Workspace, cluster_id: int, k: int, *, seed: int = 0, source: str = "user",
                   config: ClimbConfig | None = None) -> list[int]:
-    """Re-cluster one active cluster's documents into k children (k-means on their embeddings)."""
+    """Re-cluster one active cluster's documents into k children (k-means on their embeddings).
+
+    The inputs are read in one short connection, k-means and describing the children run with the
+    catalogue closed, and the edit is written in one short transaction, once it has checked that no
+    other change came in between (if one did, the split is computed again from the new state)."""
+    from climb_core.describe import STALE_RETRIES, read_texts
+
     emb = _embeddings(ws)
     if emb is None:
         raise ClusterEditError(f"splitting needs document embeddings and {ws.embeddings_dir} has none; run `climb embed`")
     k = int(k)
+    cfg = (config or ws.load_config()).describe
+    for attempt in range(STALE_RETRIES + 1):
+        with ws.connect() as con:
+            inputs = _split_inputs(con, cluster_id, k, cfg)
+        out = _split_compute(inputs, cluster_id, k, seed, emb, cfg, lambda chunk: read_texts(ws, cfg, chunk))
+        try:
+            children = _write_split(ws, cluster_id, k, seed, source, emb, cfg, inputs, out,
+                                    last=attempt == STALE_RETRIES)
+        except _Stale:
+            continue
+        return children
+    raise AssertionError("unreachable")
+
+
+class _Stale(Exception):
+    """The catalogue changed between a split's read and its write."""
+
+
+def _write_split(ws: Workspace, cluster_id: int, k: int, seed: int, source: str, emb, cfg,
+                 inputs: dict, out: dict, last: bool) -> list[int]:
+    from climb_core.describe import catalogue_token, read_class_texts, write_description
+
     with _edit(ws, "split", {"cluster_id": cluster_id, "k": k, "seed": seed}, source) as ed:
         con = ed.con
-        _require_state(_clusters(con, [cluster_id]), {"active"}, "split")
-        docs = con.execute("SELECT doc_idx FROM doc_clusters WHERE cluster_id = ? ORDER BY doc_idx",
-                           [cluster_id]).df()["doc_idx"].to_numpy()
-        if k < 2 or k > len(docs):
-            raise ClusterEditError(f"cannot split #{cluster_id} into k={k}: k must be between 2 and its {len(docs)} documents")
-        labels = _kmeans_labels(np.asarray(emb[docs], dtype=np.float32), k, seed)
-        used = np.unique(labels)  # k-means may leave a cluster empty on duplicate points
-        first = _next_id(con)
-        child_of = {int(lab): first + i for i, lab in enumerate(used)}
-        children = list(child_of.values())
+        if catalogue_token(con) != inputs["token"]:
+            if not last:
+                raise _Stale()
+            # Still changing under us: compute again, holding the transaction this time.
+            inputs = _split_inputs(con, cluster_id, k, cfg)
+            out = _split_compute(inputs, cluster_id, k, seed, emb, cfg,
+                                 lambda chunk: read_class_texts(con, chunk, cfg.max_docs_per_cluster))
+        children = out["children"]
         ed.snapshot([cluster_id], children)
         for child in children:
             _insert_cluster(con, {"cluster_id": child, "label_source": "auto", "state": "active",
                                   "parent_ids": [cluster_id], "created_edit": ed.edit_id})
-        moves = pd.DataFrame({"doc_idx": docs, "to_cluster": [child_of[int(lab)] for lab in labels]})
-        con.register("split_moves", moves)
+        con.register("split_moves", out["moves"])
         ed.move_docs("SELECT doc_idx, to_cluster::INTEGER AS to_cluster FROM split_moves", [])
         con.unregister("split_moves")
         _refresh_stats(con, children)
-        _set_centroids(con, _doc_centroids(con, emb, children))
+        _set_centroids(con, out["centroids"])
         con.execute("UPDATE clusters SET state = 'split' WHERE cluster_id = ?", [cluster_id])
         for child in children:
             ed.edges([cluster_id], child, "split")
-        _describe(ws, con, config, children, emb)
+        write_description(con, cfg, out["kw"], out["reps"])
         ed.summary = f"split #{cluster_id} into {len(children)} clusters {children}"
         return children
 
