@@ -23,7 +23,7 @@ CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 PAGES = {"home": "CLIMB Studio", "map": "Map", "clusters": "Clusters", "search": "Search", "rounds": "Rounds",
-         "compare": "Compare searches", "export": "Export"}
+         "compare": "Compare searches", "study": "Study", "export": "Export"}
 
 pytestmark = [
     pytest.mark.browser,
