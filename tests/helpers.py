@@ -269,3 +269,19 @@ def search_config(strategy: str, budget: int, seed: int = 0, **search) -> ClimbC
     for k, v in search.items():
         setattr(cfg.search, k, v)
     return cfg
+
+
+def start_search_worker(ws: Workspace, search_id: str, calls: Path, sleep_s: float):
+    """`run_search` of `search_id` in a child process with test_search's slow_counting_objective
+    (each proxy sleeps `sleep_s` and logs start/end to `calls`): a real worker the test can kill."""
+    import subprocess
+    import sys
+
+    tests = Path(__file__).resolve().parent
+    repo = tests.parent
+    env = {**os.environ, "CLIMB_TEST_CALLS": str(calls), "CLIMB_TEST_SLEEP": str(sleep_s)}
+    code = (f"import sys; sys.path[:0] = [{str(tests)!r}, {str(repo)!r}]\n"
+            "from climb_core.workspace import Workspace\nfrom climb_core.search import run_search\n"
+            "from test_search import slow_counting_objective\n"
+            f"run_search(Workspace.open({str(ws.root)!r}), {search_id!r}, objective=slow_counting_objective, progress=False)\n")
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(repo))

@@ -7,16 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from climb_core.liveness import alive, process_start
 from climb_core.search import create_search, run_search, search_runs, summarize
-from tests.helpers import build_domain_workspace, search_config
+from tests.helpers import build_domain_workspace, search_config, start_search_worker
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 
 
 def test_a_reused_pid_is_not_the_process_that_claimed_it():
@@ -59,12 +56,7 @@ def test_sigterm_marks_the_search_interrupted_and_it_resumes(ws, tmp_path):
     cfg = search_config("random", 12, seed=2)
     sid = create_search(ws, cfg)
     calls = tmp_path / "calls.txt"
-    env = {**os.environ, "CLIMB_TEST_CALLS": str(calls), "CLIMB_TEST_SLEEP": "0.3"}
-    code = (f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(REPO)!r}]\n"
-            "from climb_core.workspace import Workspace\nfrom climb_core.search import run_search\n"
-            "from test_search import slow_counting_objective\n"
-            f"run_search(Workspace.open({str(ws.root)!r}), {sid!r}, objective=slow_counting_objective, progress=False)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(REPO))
+    proc = start_search_worker(ws, sid, calls, 0.3)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND status = 'done'", [sid]) >= 3:

@@ -12,10 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,10 +22,8 @@ from climb_core.search import (cancel_search, create_search, list_searches, roun
                                search_report, search_runs, summarize)
 from climb_core.synthetic import objective, true_score
 from climb_core.workspace import Workspace
-from tests.helpers import build_domain_workspace, search_config
+from tests.helpers import build_domain_workspace, search_config, start_search_worker
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 
 
 # ----------------------------------------------------------------------------- objectives (picklable)
@@ -210,12 +205,7 @@ def test_kill_and_resume_matches_uninterrupted(ws, tmp_path):
     cfg = search_config("climb", 14, seed=5)   # rounds of 8, 4, 2
     sid = create_search(ws, cfg)
     calls = tmp_path / "calls.txt"
-    env = {**os.environ, "CLIMB_TEST_CALLS": str(calls), "CLIMB_TEST_SLEEP": "0.4"}
-    code = (f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(REPO)!r}]\n"
-            "from climb_core.workspace import Workspace\nfrom climb_core.search import run_search\n"
-            "from test_search import slow_counting_objective\n"
-            f"run_search(Workspace.open({str(ws.root)!r}), {sid!r}, objective=slow_counting_objective, progress=False)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(REPO))
+    proc = start_search_worker(ws, sid, calls, 0.4)
     deadline = time.monotonic() + 180
     try:
         while time.monotonic() < deadline:

@@ -584,7 +584,7 @@ def cancel_search(ws: Workspace, search_id: str) -> str:
 
 # --------------------------------------------------------------------------- report
 
-def _clean(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
     if v is None:
         return None
     if isinstance(v, (dt.datetime, pd.Timestamp)):
@@ -594,9 +594,9 @@ def _clean(v: Any) -> Any:
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, np.ndarray):
-        return [_clean(x) for x in v.tolist()]
+        return [jsonable(x) for x in v.tolist()]
     if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
+        return [jsonable(x) for x in v]
     if v is pd.NaT:
         return None
     return v
@@ -611,13 +611,13 @@ def search_report(ws: Workspace, search_id: str) -> dict[str, Any]:
     for r in runs.to_dict("records"):
         run_list.append({
             "run_id": r["run_id"], "round": int(r["round"]), "idx": int(r["idx"]), "status": r["status"],
-            "weights": _clean(r["weights"]), "seed": int(r["seed"]), "tokens": _clean(r["tokens"]),
-            "predicted": _clean(r["predicted"]), "predicted_sd": _clean(r.get("predicted_sd")),
-            "purpose": r.get("purpose") or "explore", "score": _clean(r["score"]),
+            "weights": jsonable(r["weights"]), "seed": int(r["seed"]), "tokens": jsonable(r["tokens"]),
+            "predicted": jsonable(r["predicted"]), "predicted_sd": jsonable(r.get("predicted_sd")),
+            "purpose": r.get("purpose") or "explore", "score": jsonable(r["score"]),
             "scores": json.loads(r["scores_json"]) if isinstance(r["scores_json"], str) else None,
             "epochs": json.loads(r["epochs_json"]) if isinstance(r["epochs_json"], str) else None,
-            "loss_curve": _clean(r["loss_curve"]), "wall_s": _clean(r["wall_s"]), "host": r["host"],
-            "proposed_at": _clean(r["proposed_at"]), "finished_at": _clean(r["finished_at"]), "error": r["error"],
+            "loss_curve": jsonable(r["loss_curve"]), "wall_s": jsonable(r["wall_s"]), "host": r["host"],
+            "proposed_at": jsonable(r["proposed_at"]), "finished_at": jsonable(r["finished_at"]), "error": r["error"],
         })
     # Best score so far, in the order runs finished: the search's learning curve.
     finished = sorted((r for r in run_list if r["status"] == "done"), key=lambda r: (r["finished_at"] or "", r["round"], r["idx"]))
@@ -631,22 +631,22 @@ def search_report(ws: Workspace, search_id: str) -> dict[str, Any]:
     p = plan(row["strategy"], c)
     preds = []
     for rep in reports.to_dict("records"):
-        d = {k: _clean(v) for k, v in rep.items() if k != "candidates_json"}
+        d = {k: jsonable(v) for k, v in rep.items() if k != "candidates_json"}
         d["candidates"] = json.loads(rep["candidates_json"]) if isinstance(rep.get("candidates_json"), str) else []
         preds.append(d)
     return {
         "search_id": search_id, "name": row["name"], "strategy": row["strategy"], "status": shown_status(row),
-        "message": row["message"], "created_at": _clean(row["created_at"]), "updated_at": _clean(row["updated_at"]),
-        "pid": _clean(row["pid"]), "config": cfg, "target": json.loads(row["target_json"] or "[]"),
-        "cluster_ids": _clean(row["cluster_ids"]), "cluster_labels": _clean(row["cluster_labels"]),
-        "prior": _clean(row["prior"]),
+        "message": row["message"], "created_at": jsonable(row["created_at"]), "updated_at": jsonable(row["updated_at"]),
+        "pid": jsonable(row["pid"]), "config": cfg, "target": json.loads(row["target_json"] or "[]"),
+        "cluster_ids": jsonable(row["cluster_ids"]), "cluster_labels": jsonable(row["cluster_labels"]),
+        "prior": jsonable(row["prior"]),
         "round_sizes": p.explore + ([p.verify] if p.verify else []),
         "verify_round": p.verify_round if p.verify else None,
         "runs": run_list,
         "predictor_reports": preds,
         "best_so_far": best_so_far,
         "best_run": best_run,
-        "final_weights": _clean(row["final_weights"]),
-        "final_predicted": _clean(row["final_predicted"]),
+        "final_weights": jsonable(row["final_weights"]),
+        "final_predicted": jsonable(row["final_predicted"]),
         "final": _final_json(row),
     }

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from climb_core.config import ClimbConfig, config_from_dict, with_overrides
-from climb_core.search.engine import SearchError, _clean, create_search, run_search, search_report, ws_tx
+from climb_core.search.engine import SearchError, create_search, jsonable, run_search, search_report, ws_tx
 from climb_core.workspace import Workspace
 
 FIXED = ("uniform", "natural")
@@ -211,7 +211,7 @@ def study_report(ws: Workspace, study_id: str) -> dict[str, Any]:
         "proxy": {"kind": config.proxy.kind, "tokens": config.proxy.tokens},
         "final_model": {"kind": fc.proxy.kind, "tokens": fc.proxy.tokens, "seeds": config.study.final_seeds,
                         "n_layer": fc.proxy.n_layer, "n_embd": fc.proxy.n_embd},
-        "cluster_ids": _clean(cluster_ids), "cluster_labels": _clean(labels), "strategies": strategies,
+        "cluster_ids": jsonable(cluster_ids), "cluster_labels": jsonable(labels), "strategies": strategies,
         "verdict": _verdict(strategies), "report_dir": row["report_dir"],
     }
 
