@@ -18,6 +18,7 @@ from typing import Any
 
 from climb_core.config import (ClimbConfig, ConfigError, TargetSpec, dump_toml, load_config,
                                reference_markdown, with_overrides)
+from climb_core.liveness import Interrupted
 from climb_core.stages import StageError
 from climb_core.workspace import Workspace, WorkspaceError
 
@@ -620,6 +621,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished steps are saved; run the same command again to continue", file=sys.stderr)
         return 130
+    except Interrupted:
+        print("terminated (SIGTERM): finished steps are saved; run the same command again to continue", file=sys.stderr)
+        return 143
     except (ConfigError, StageError, WorkspaceError, CliError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

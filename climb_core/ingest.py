@@ -2,10 +2,12 @@
 
 Each batch of each source is parsed, measured and scored outside any connection, then written to
 scratch tables together with its shard record in one transaction; a killed ingest resumes after the
-last stored batch. When every batch is stored, the finalise step removes exact duplicates (normalised
-text hash, first occurrence kept), makes document ids unique, numbers the documents densely in input
-order and builds new ingest tables beside the old ones in short connections, then swaps them in with
-one short transaction, so readers never see a half-built corpus (see `_finalise`).
+last stored batch. When every batch is stored, optional near-duplicate detection (ingest.near_dup,
+climb_core.near_dup) lists records that nearly copy an earlier one; then the finalise step removes
+exact duplicates (normalised text hash, first occurrence kept) and those near-duplicates, makes
+document ids unique, numbers the documents densely in input order and builds new ingest tables
+beside the old ones in short connections, then swaps them in with one short transaction, so readers
+never see a half-built corpus (see `_finalise`).
 
 Document ids are unique after ingest, by two rules:
 - an id given in the input (ingest.id_field) that an earlier kept record already has is a mistake in
@@ -37,6 +39,7 @@ from climb_core.workspace import Workspace, transaction
 STAGE = "ingest"
 RAW_DOCS = "ingest_raw"
 RAW_REJECTED = "ingest_rejected_raw"
+NEAR_DUPS = "ingest_near_dups"
 
 _STAT_SQL = ", ".join(f"{c} {'INTEGER' if c in {'n_chars', 'n_words', 'n_lines', 'stopword_count', 'n_tokens_est'} else 'REAL'}"
                       for c in STAT_COLUMNS)
@@ -154,6 +157,46 @@ def _prepare_scratch(ws: Workspace, resumed: bool) -> None:
         else:
             con.execute(f"DELETE FROM {RAW_DOCS}")
             con.execute(f"DELETE FROM {RAW_REJECTED}")
+        con.execute(f"DROP TABLE IF EXISTS {NEAR_DUPS}")
+
+
+def _find_near_duplicates(ws: Workspace, cfg, progress: bool) -> int:
+    """Write NEAR_DUPS: each stored record that nearly copies an earlier one, and which one it copies.
+
+    Runs before finalise and reads one batch per short read, so the catalogue's write lock is not
+    held while signatures are computed. Exact copies (same text hash) are left to exact dedup.
+    """
+    from climb_core.near_dup import find_near_duplicates
+
+    with ws.connect() as con:
+        batches = con.execute(f"SELECT DISTINCT src_idx, batch_idx FROM {RAW_DOCS} ORDER BY ALL").fetchall()
+        total = con.execute(f"SELECT count(*) FROM {RAW_DOCS}").fetchone()[0]
+
+    def records():
+        seen: set[int] = set()
+        with tqdm(total=total, desc="near-duplicates", unit="doc", disable=not progress) as bar:
+            for src_idx, batch_idx in batches:
+                with ws.connect() as con:
+                    rows = con.execute(f"SELECT pos, text, text_hash FROM {RAW_DOCS} WHERE src_idx = ? AND batch_idx = ? "
+                                       "ORDER BY pos", [src_idx, batch_idx]).fetchall()
+                for pos, text, h in rows:
+                    if not (cfg.dedup and h in seen):
+                        seen.add(h)
+                        yield (src_idx, batch_idx, pos), text
+                bar.update(len(rows))
+
+    found = list(find_near_duplicates(records(), threshold=cfg.near_dup_threshold, ngram=cfg.near_dup_ngram))
+    frame = pd.DataFrame({
+        "src_idx": [d.key[0] for d in found], "batch_idx": [d.key[1] for d in found], "pos": [d.key[2] for d in found],
+        "k_src": [d.kept_key[0] for d in found], "k_batch": [d.kept_key[1] for d in found],
+        "k_pos": [d.kept_key[2] for d in found], "jaccard": [d.jaccard for d in found]},
+        columns=["src_idx", "batch_idx", "pos", "k_src", "k_batch", "k_pos", "jaccard"])
+    frame = frame.astype({c: np.int32 for c in frame.columns if c != "jaccard"} | {"jaccard": np.float64})
+    with ws.connect() as con, transaction(con):
+        con.execute(f"DROP TABLE IF EXISTS {NEAR_DUPS}")
+        con.register("near_frame", frame)
+        con.execute(f"CREATE TABLE {NEAR_DUPS} AS SELECT * FROM near_frame")
+    return len(found)
 
 
 _ORDER = "src_idx, batch_idx, pos"
@@ -166,7 +209,7 @@ _NEW_REJECTED = "ingest_new_rejected"
 _NEW_TABLES = {"documents": "ingest_new_documents", "doc_stats": "ingest_new_doc_stats"}
 
 
-def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, int]:
+def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "", near_dups: bool = False) -> dict[str, int]:
     """Deduplicate, number documents densely and replace documents/doc_stats/rejected in one go.
 
     Only narrow keys are windowed and sorted; texts are copied batch by batch in input order, so
@@ -193,6 +236,10 @@ def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, i
             con.execute(f"""CREATE TEMP TABLE ingest_keys AS
                 SELECT src_idx, batch_idx, pos, 1 AS copy_no, src_idx AS k_src, batch_idx AS k_batch,
                        pos AS k_pos FROM {RAW_DOCS}""")
+        if near_dups:
+            # copy_no 0: neither kept (1) nor reported as an exact copy (> 1); reported below instead.
+            con.execute(f"""UPDATE ingest_keys SET copy_no = 0 FROM {NEAR_DUPS} n
+                WHERE ingest_keys.src_idx = n.src_idx AND ingest_keys.batch_idx = n.batch_idx AND ingest_keys.pos = n.pos""")
         _unique_ids(con)
         con.execute(f"""CREATE TABLE {_ORDER_TABLE} AS
             SELECT src_idx, batch_idx, pos, final_id, row_number() OVER (ORDER BY {_ORDER}) - 1 AS doc_idx
@@ -208,6 +255,15 @@ def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, i
             JOIN {RAW_DOCS} d ON d.src_idx = x.src_idx AND d.batch_idx = x.batch_idx AND d.pos = x.pos
             JOIN {RAW_DOCS} k ON k.src_idx = x.k_src AND k.batch_idx = x.k_batch AND k.pos = x.k_pos
             WHERE x.copy_no > 1 ORDER BY x.src_idx, x.batch_idx, x.pos""")
+        if near_dups:
+            con.execute(f"""INSERT INTO {_NEW_REJECTED}
+                SELECT d.source_file, d.source_line, d.doc_id, 'near_duplicate',
+                       'near-duplicate of ' || k.doc_id || ' (' || k.source_file || ' line ' || k.source_line
+                       || '), estimated Jaccard ' || printf('%.2f', n.jaccard), '{STAGE}'
+                FROM {NEAR_DUPS} n
+                JOIN {RAW_DOCS} d ON d.src_idx = n.src_idx AND d.batch_idx = n.batch_idx AND d.pos = n.pos
+                JOIN {RAW_DOCS} k ON k.src_idx = n.k_src AND k.batch_idx = n.k_batch AND k.pos = n.k_pos
+                ORDER BY n.src_idx, n.batch_idx, n.pos""")
         con.execute(f"""INSERT INTO {_NEW_REJECTED}
             SELECT d.source_file, d.source_line, i.final_id, 'duplicate_id',
                    'id ' || i.final_id || ' is already used by ' || k.source_file || ' line ' || k.source_line, '{STAGE}'
@@ -224,6 +280,9 @@ def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, i
         n_dup_ids = con.execute("SELECT count(*) FROM ingest_ids WHERE id_no > 1").fetchone()[0]
         if n_dup_ids:
             reasons["duplicate_id"] = n_dup_ids
+        n_near = con.execute("SELECT count(*) FROM ingest_keys WHERE copy_no = 0").fetchone()[0]
+        if n_near:
+            reasons["near_duplicate"] = n_near
         n_qualified = con.execute("SELECT count(*) FROM ingest_ids WHERE qualified").fetchone()[0]
     new_docs, new_stats = _NEW_TABLES["documents"], _NEW_TABLES["doc_stats"]
     for src_idx, batch_idx in batches:
@@ -244,6 +303,7 @@ def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "") -> dict[str, i
         con.execute(f"INSERT INTO rejected SELECT * FROM {_NEW_REJECTED}")
         con.execute(f"DROP TABLE {_ORDER_TABLE}")
         con.execute(f"DROP TABLE {_NEW_REJECTED}")
+        con.execute(f"DROP TABLE IF EXISTS {NEAR_DUPS}")
         # The scratch rows are now in the catalogue proper; keep the file small.
         con.execute(f"DELETE FROM {RAW_DOCS}")
         con.execute(f"DELETE FROM {RAW_REJECTED}")
@@ -319,6 +379,9 @@ def run_ingest(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
         raise stages.StageError("no input: set ingest.paths (or pass --input PATH)")
     if cfg.batch_size < 1:
         raise stages.StageError(f"ingest.batch_size must be at least 1, got {cfg.batch_size}")
+    if cfg.near_dup and not (0.0 < cfg.near_dup_threshold <= 1.0 and cfg.near_dup_ngram >= 1):
+        raise stages.StageError(f"ingest.near_dup_threshold must be in (0, 1] and ingest.near_dup_ngram at least 1, "
+                                f"got {cfg.near_dup_threshold} and {cfg.near_dup_ngram}")
     sources = discover_sources(cfg.paths, cfg.format)
     cfg_dict, fp = ingest_fingerprint(ws, config, sources)
     if not force and stages.is_current(ws, STAGE, fp):
@@ -346,7 +409,9 @@ def run_ingest(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
             n_rej = con.execute(f"SELECT count(*) FROM {RAW_REJECTED}").fetchone()[0]
         if n_raw == 0:
             raise _no_documents_error(ws, sources)
-        counts = _finalise(ws, cfg.dedup, cfg.memory_limit)
+        if cfg.near_dup:
+            _find_near_duplicates(ws, cfg, progress)
+        counts = _finalise(ws, cfg.dedup, cfg.memory_limit, near_dups=cfg.near_dup)
         run.rows_in = int(n_raw + n_rej)
         run.rows_out = counts["documents"]
         run.message = _message(counts)

@@ -7,8 +7,11 @@ it is alive while a process with that pid exists, is not a zombie, and started w
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 
 import psutil
 
@@ -43,3 +46,30 @@ def alive(pid, started: float | None = None) -> bool:
         return False
     except psutil.AccessDenied:
         return True
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived (the dashboard's "Kill worker", a container stop): stop and record it.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way swallows it.
+    """
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """Inside the block, SIGTERM raises Interrupted in the main thread, so the work records where it stopped.
+
+    Without this Python dies on SIGTERM without unwinding, and a stage or search stays `running`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

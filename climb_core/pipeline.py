@@ -119,7 +119,7 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
         rec = records.get(stage)
         stages.append({
             "stage": stage,
-            "status": rec.status if rec else "pending",
+            "status": rec.shown_status if rec else "pending",
             "finished_at": rec.finished_at.isoformat(timespec="seconds") if rec and rec.finished_at else None,
             "rows_in": rec.rows_in if rec else None,
             "rows_out": rec.rows_out if rec else None,

@@ -46,7 +46,7 @@ def corpus_overview(ws: Workspace) -> dict[str, Any]:
         rejected = con.execute(
             "SELECT reason, count(*) AS records FROM rejected GROUP BY reason ORDER BY records DESC, reason").df()
         stages = con.execute(
-            "SELECT stage, status, started_at, finished_at, rows_in, rows_out, message FROM stages").df()
+            "SELECT stage, status, started_at, finished_at, rows_in, rows_out, message, pid, pid_started FROM stages").df()
         states = dict(con.execute("SELECT state, count(*) FROM clusters GROUP BY state").fetchall())
         n_map = int(_scalar(con, "SELECT count(*) FROM map_coords"))
         n_edits = int(_scalar(con, "SELECT count(*) FROM edits WHERE NOT undone"))
@@ -54,6 +54,7 @@ def corpus_overview(ws: Workspace) -> dict[str, Any]:
         latest = con.execute(
             "SELECT search_id, name, strategy, status, message, created_at, updated_at FROM searches "
             "ORDER BY created_at DESC LIMIT 1").df()
+    stages = _with_shown_status(stages)
     return {
         "documents": docs, "chars": int(chars), "tokens_est": int(tokens),
         "mean_quality": None if quality is None else float(quality),
@@ -64,12 +65,22 @@ def corpus_overview(ws: Workspace) -> dict[str, Any]:
     }
 
 
+def _with_shown_status(stages: pd.DataFrame) -> pd.DataFrame:
+    """Stage rows with `status` as users should read it (a dead process's `running` is `interrupted`)."""
+    from climb_core.stages import shown_stage_status
+
+    out = stages.drop(columns=["pid", "pid_started"])
+    out["status"] = [shown_stage_status(r.status, r.pid, r.pid_started) for r in stages.itertuples()]
+    return out
+
+
 def stage_status(ws: Workspace) -> pd.DataFrame:
     """The pipeline's stages in order with their status (pending when never run)."""
     from climb_core.stages import PIPELINE
 
     with ws.connect() as con:
-        rec = con.execute("SELECT stage, status, finished_at, rows_in, rows_out, message FROM stages").df()
+        rec = con.execute("SELECT stage, status, finished_at, rows_in, rows_out, message, pid, pid_started FROM stages").df()
+    rec = _with_shown_status(rec)
     order = [*PIPELINE, "tokens"]
     base = pd.DataFrame({"stage": order})
     out = base.merge(rec, on="stage", how="left")

@@ -11,11 +11,13 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from climb_core.workspace import Workspace
+from climb_core.liveness import Interrupted, alive, process_start, sigterm_raises
+from climb_core.workspace import Workspace, transaction
 
 # The pipeline in order, and which earlier stages each one reads.
 PIPELINE = ["ingest", "embed", "cluster", "refine", "describe", "map"]
@@ -33,10 +35,14 @@ class StageError(RuntimeError):
     """A stage cannot run: an upstream stage is missing, or its input is unusable."""
 
 
+class StageBusyError(StageError):
+    """The stage is already running in another live process."""
+
+
 @dataclass
 class StageRecord:
     stage: str
-    status: str  # running | done | failed | skipped
+    status: str  # running | done | failed | interrupted (as stored; see `shown_status`)
     config_json: str
     fingerprint: str
     started_at: dt.datetime | None
@@ -44,6 +50,22 @@ class StageRecord:
     rows_in: int | None
     rows_out: int | None
     message: str | None
+    pid: int | None = None
+    pid_started: float | None = None
+
+    @property
+    def shown_status(self) -> str:
+        return shown_stage_status(self.status, self.pid, self.pid_started)
+
+
+def shown_stage_status(status: str, pid, pid_started) -> str:
+    """`running` only while the process that claimed the stage lives; a killed stage reads `interrupted`."""
+    if status == "running" and not alive(pid, pid_started):
+        return "interrupted"
+    return status
+
+
+COLUMNS = "stage, status, config_json, fingerprint, started_at, finished_at, rows_in, rows_out, message, pid, pid_started"
 
 
 def _now() -> dt.datetime:
@@ -52,16 +74,13 @@ def _now() -> dt.datetime:
 
 def stage_record(ws: Workspace, stage: str) -> StageRecord | None:
     with ws.connect() as con:
-        row = con.execute(
-            "SELECT stage, status, config_json, fingerprint, started_at, finished_at, rows_in, rows_out, message "
-            "FROM stages WHERE stage = ?", [stage]).fetchone()
+        row = con.execute(f"SELECT {COLUMNS} FROM stages WHERE stage = ?", [stage]).fetchone()
     return StageRecord(*row) if row else None
 
 
 def all_stage_records(ws: Workspace) -> dict[str, StageRecord]:
     with ws.connect() as con:
-        rows = con.execute(
-            "SELECT stage, status, config_json, fingerprint, started_at, finished_at, rows_in, rows_out, message FROM stages").fetchall()
+        rows = con.execute(f"SELECT {COLUMNS} FROM stages").fetchall()
     return {r[0]: StageRecord(*r) for r in rows}
 
 
@@ -87,12 +106,34 @@ def require_done(ws: Workspace, *stages: str) -> None:
             raise StageError(f"stage '{stage}' has not finished in {ws.root}; run `climb {stage} {ws.root}` first")
 
 
+def _write(con, rec: StageRecord) -> None:
+    con.execute("DELETE FROM stages WHERE stage = ?", [rec.stage])
+    con.execute(f"INSERT INTO stages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        rec.stage, rec.status, rec.config_json, rec.fingerprint, rec.started_at, rec.finished_at,
+        rec.rows_in, rec.rows_out, rec.message, rec.pid, rec.pid_started])
+
+
 def _upsert(ws: Workspace, rec: StageRecord) -> None:
     with ws.connect() as con:
-        con.execute("DELETE FROM stages WHERE stage = ?", [rec.stage])
-        con.execute("INSERT INTO stages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            rec.stage, rec.status, rec.config_json, rec.fingerprint, rec.started_at, rec.finished_at,
-            rec.rows_in, rec.rows_out, rec.message])
+        _write(con, rec)
+
+
+def _claim(ws: Workspace, rec: StageRecord) -> StageRecord | None:
+    """Record `rec` (status running, this process) unless a live process runs the stage; returns the previous record.
+
+    Check and write share one transaction on the catalogue's single writer, so two processes that
+    start the same stage at once cannot both claim it.
+    """
+    with ws.connect() as con, transaction(con):
+        row = con.execute(f"SELECT {COLUMNS} FROM stages WHERE stage = ?", [rec.stage]).fetchone()
+        prev = StageRecord(*row) if row else None
+        if prev is not None and prev.shown_status == "running" and prev.pid != rec.pid:
+            since = prev.started_at.isoformat(sep=" ", timespec="seconds") if prev.started_at else "?"
+            raise StageBusyError(
+                f"stage '{rec.stage}' is already running in {ws.root} (pid {prev.pid}, since {since}); "
+                "wait for it to finish, or stop that process and run the stage again (it resumes)")
+        _write(con, rec)
+    return prev
 
 
 @dataclass
@@ -109,26 +150,38 @@ class StageRun:
 
 @contextlib.contextmanager
 def run_stage(ws: Workspace, stage: str, config: dict[str, Any], fp: str) -> Iterator[StageRun]:
-    """Record a stage's start, then its end (done or failed with the error).
+    """Record a stage's start, then its end (done, failed with the error, or interrupted).
 
-    If the previous attempt with the same fingerprint did not finish, `resumed` is True and the
-    stage's finished shards are kept; otherwise they are cleared so a new config starts clean.
+    Refuses to start (StageBusyError) while another live process runs the same stage. If the
+    previous attempt with the same fingerprint did not finish, `resumed` is True and the stage's
+    finished shards are kept; otherwise they are cleared so a new config starts clean. SIGTERM and
+    Ctrl-C record the stage as `interrupted`; a kill -9 leaves `running` with a dead pid, which
+    reads as `interrupted` (StageRecord.shown_status) and resumes the same way.
     """
-    prev = stage_record(ws, stage)
-    resumed = prev is not None and prev.status in {"running", "failed"} and prev.fingerprint == fp
+    config_json = json.dumps(config, sort_keys=True, default=str)
+    started = _now()
+    pid = os.getpid()
+    claim = StageRecord(stage, "running", config_json, fp, started, None, None, None, None, pid, process_start())
+    prev = _claim(ws, claim)
+    resumed = prev is not None and prev.status in {"running", "failed", "interrupted"} and prev.fingerprint == fp
     if not resumed:
         clear_shards(ws, stage)
     run = StageRun(ws, stage, fp, resumed)
-    started = _now()
-    _upsert(ws, StageRecord(stage, "running", json.dumps(config, sort_keys=True, default=str), fp, started, None, None, None, None))
+
+    def end(status: str, message: str | None) -> None:
+        _upsert(ws, StageRecord(stage, status, config_json, fp, started, _now(), run.rows_in, run.rows_out, message))
+
     try:
-        yield run
-    except BaseException as err:
-        _upsert(ws, StageRecord(stage, "failed", json.dumps(config, sort_keys=True, default=str), fp, started, _now(),
-                                run.rows_in, run.rows_out, f"{type(err).__name__}: {err}"))
+        with sigterm_raises():
+            yield run
+    except (Interrupted, KeyboardInterrupt) as err:
+        end("interrupted", f"{'terminated (SIGTERM)' if isinstance(err, Interrupted) else 'cancelled (Ctrl-C)'}; "
+                           "run the stage again to resume")
         raise
-    _upsert(ws, StageRecord(stage, "done", json.dumps(config, sort_keys=True, default=str), fp, started, _now(),
-                            run.rows_in, run.rows_out, run.message))
+    except BaseException as err:
+        end("failed", f"{type(err).__name__}: {err}")
+        raise
+    end("done", run.message)
 
 
 def invalidate(ws: Workspace, stage: str) -> None:

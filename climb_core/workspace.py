@@ -26,7 +26,7 @@ import duckdb
 
 from climb_core.config import ClimbConfig, load_config, save_config
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "climb.duckdb"
 CONFIG_NAME = "climb.toml"
 
@@ -122,6 +122,11 @@ MIGRATIONS: dict[int, list[str]] = {
     2: [
         "ALTER TABLE searches ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
         "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
+    ],
+    # v4: stages claim their process too: a killed stage reads `interrupted`, and one stage runs once at a time.
+    3: [
+        "ALTER TABLE stages ADD COLUMN IF NOT EXISTS pid INTEGER",
+        "ALTER TABLE stages ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
     ],
 }
 

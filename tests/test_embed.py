@@ -78,7 +78,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(embedded, rows, tmp_pat
     monkeypatch.setattr(embed, "_embed_shard", dies_after_first)
     with pytest.raises(KeyboardInterrupt):
         embed.run_embed(ws, config, progress=False)
-    assert stages.stage_record(ws, "embed").status == "failed"
+    assert stages.stage_record(ws, "embed").status == "interrupted"
     assert set(stages.finished_shards(ws, "embed")) == {"shard-00000"}
     first_mtime = (ws.embeddings_dir / "shard-00000.npy").stat().st_mtime_ns
 

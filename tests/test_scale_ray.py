@@ -87,7 +87,7 @@ def test_killed_ray_run_resumes_at_first_unfinished_shard(ray_session, local_ref
     with pytest.raises(KeyboardInterrupt):
         embed.run_embed(ws, config, progress=False)
     monkeypatch.setattr(stages, "mark_shard", real_mark)
-    assert stages.stage_record(ws, "embed").status == "failed"
+    assert stages.stage_record(ws, "embed").status == "interrupted"
     kept = set(stages.finished_shards(ws, "embed"))
     assert kept == set(marked) and len(kept) == 1
     kept_path = ws.embeddings_dir / f"{marked[0]}.npy"

@@ -22,9 +22,7 @@ import datetime as dt
 import json
 import math
 import os
-import signal
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,7 +33,7 @@ import pandas as pd
 
 from climb_core.config import ClimbConfig, config_from_dict
 from climb_core.executors import LocalExecutor
-from climb_core.liveness import process_start
+from climb_core.liveness import Interrupted, process_start, sigterm_raises
 from climb_core.search.acquisition import ACQUISITIONS
 from climb_core.search.constraints import ConstraintError, constraints_for
 from climb_core.search.predictors.select import PREDICTORS
@@ -63,9 +61,6 @@ class SearchSummary:
     wall_s: float = 0.0
     final: dict[str, Any] = field(default_factory=dict)  # how the final was chosen and verified
 
-
-class Interrupted(BaseException):
-    """SIGTERM arrived (the dashboard's "Kill worker", a container stop): stop and record it."""
 
 
 def _now() -> dt.datetime:
@@ -406,23 +401,6 @@ def _default_objective():
     return run_proxy_job
 
 
-@contextlib.contextmanager
-def _sigterm_raises():
-    """SIGTERM becomes an exception in the main thread, so the search records where it stopped."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Interrupted("terminated (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _train_round(ctx: _Context, executor, fn, rnd: int, label: str, bar) -> bool:
     """Train a round's pending runs. Returns True if the search was cancelled meanwhile."""
     ws, search_id = ctx.ws, ctx.search_id
@@ -493,7 +471,7 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
     cancelled = False
     n_rounds = len(ctx.sizes)
     try:
-        with _sigterm_raises():
+        with sigterm_raises():
             for rnd, n in enumerate(ctx.sizes, start=1):
                 if not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, rnd]):
                     _set(ws, search_id, message=f"round {rnd}/{n_rounds}: proposing {n} mixtures")

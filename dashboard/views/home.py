@@ -22,9 +22,13 @@ if ov["documents"] == 0:
         "or set the input below and run the stages from here.")
     cfg = ws.load_config()
     paths = st.text_input("Input files or folders (comma separated)", value=", ".join(cfg.ingest.paths))
+    near_dup = st.checkbox("Also remove near-duplicates (MinHash)", value=cfg.ingest.near_dup,
+                           help="Documents that nearly copy an earlier one (estimated Jaccard >= "
+                                f"{cfg.ingest.near_dup_threshold} on {cfg.ingest.near_dup_ngram}-word shingles) "
+                                "go to the rejected records, naming the one kept.")
     if st.button("Save input and run all stages", type="primary", disabled=not paths.strip()):
         new = dataclasses.replace(cfg, ingest=dataclasses.replace(
-            cfg.ingest, paths=[p.strip() for p in paths.split(",") if p.strip()]))
+            cfg.ingest, paths=[p.strip() for p in paths.split(",") if p.strip()], near_dup=near_dup))
         ws.save_config(new)
         job = jobs.start_stage_job(ws, "run-all")
         st.success(f"started job {job}")
@@ -47,7 +51,7 @@ with left:
         cols[0].write(f"**{row.stage}**")
         cols[1].write(w.status_badge("running" if row.stage in running else row.status))
         cols[2].caption(w.md(row.message) if isinstance(row.message, str) else "")
-        label = "Run" if row.status in ("pending", "failed") else "Re-run"
+        label = {"pending": "Run", "failed": "Run", "interrupted": "Resume"}.get(row.status, "Re-run")
         if cols[3].button(label, key=f"run-{row.stage}", disabled=row.stage in running):
             job = jobs.start_stage_job(ws, row.stage, force=row.status == "done")
             st.toast(f"started {row.stage} ({job})")

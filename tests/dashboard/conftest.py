@@ -190,7 +190,7 @@ def build_synthetic_workspace(root: Path, n_docs: int | None = None, repeat_to: 
                     "('demo.jsonl', 9, 'x2', 'duplicate', 'same as line 3', 'ingest'), "
                     "('demo.jsonl', 12, 'x3', 'duplicate', 'same as line 4', 'ingest')")
         for s in ["ingest", "embed", "cluster", "refine", "describe", "map"]:
-            con.execute("INSERT INTO stages VALUES (?, 'done', '{}', 'synthetic', ?, ?, ?, ?, 'synthetic')",
+            con.execute("INSERT INTO stages (stage, status, config_json, fingerprint, started_at, finished_at, rows_in, rows_out, message) VALUES (?, 'done', '{}', 'synthetic', ?, ?, ?, ?, 'synthetic')",
                         [s, now, now, total, total])
         _fake_search(con, cl[cl.state == "active"], rng, now)
     return ws
