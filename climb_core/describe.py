@@ -28,14 +28,19 @@ CLASS_CHUNK = 64
 ROW_BATCH = 100_000
 
 
-def load_embeddings_or_none(ws: Workspace) -> np.ndarray | None:
-    """The embedding matrix (row = doc_idx), or None when the workspace has none covering every document
-    (a pre-clustered corpus skips the embed stage)."""
+def load_embeddings_or_none(ws: Workspace):
+    """The embeddings by doc_idx as an EmbeddingRows view (rows read on demand, so memory does not grow
+    with the corpus), or None when the workspace has none covering every document (a pre-clustered
+    corpus skips the embed stage)."""
     try:
-        from climb_core.embed import embeddings_available, load_embeddings
+        from climb_core.embed import embeddings_available
     except ImportError:
         return None
-    return load_embeddings(ws) if embeddings_available(ws) else None
+    if not embeddings_available(ws):
+        return None
+    from climb_core.embedding_rows import EmbeddingRows
+
+    return EmbeddingRows(sorted(ws.embeddings_dir.glob("shard-*.npy")))
 
 
 def _doc_holding_ids(con) -> list[int]:

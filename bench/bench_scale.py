@@ -1,0 +1,156 @@
+"""The whole pipeline at 10k, 100k and 1M documents: wall time and peak RSS per stage.
+
+    python bench/bench_scale.py [--sizes 10000,100000,1000000] [--backend static] [--k 1000]
+                                [--work DIR] [--keep]
+
+The corpora are the shared pool (../shared/data/pool, 32,636 real documents of 8 domains)
+REPLICATED to the requested size: copy r of a document has id `<id>~r<r>`, a `replica` field equal
+to r, and a light perturbation (two neighbouring words swapped at a random place) so that exact
+dedup keeps it. Replicas are not new text: cluster quality at 1M says nothing beyond the pool's.
+
+Each stage runs as its own `climb <stage>` process (ingest -> embed -> cluster -> refine -> describe
+-> map, K clusters, the embed backend given); the peak RSS of its process tree is sampled every
+0.1 s. Baseline, in the same run: the same stage at the next smaller size. The memory ratio is
+peak(N) / peak(N/10), which should stay near 1 for every stage (the target is <= 1.5 from 100k to
+1M); the time ratio is time(N) / (10 x time(N/10)), 1.0 for a stage linear in N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+POOL = REPO.parent / "shared" / "data" / "pool"
+STAGES = ["ingest", "embed", "cluster", "refine", "describe", "map"]
+RESULTS = REPO / "bench" / "results" / "scale.jsonl"
+
+
+def pool_records() -> list[dict]:
+    if not POOL.exists():
+        raise SystemExit(f"needs the shared pool at {POOL}")
+    rows = []
+    for path in sorted(POOL.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            rows.extend(json.loads(line) for line in fh)
+    return rows
+
+
+def _perturbed(text: str, rng: np.random.Generator) -> str:
+    words = text.split(" ")
+    if len(words) > 2:
+        i = int(rng.integers(0, len(words) - 1))
+        words[i], words[i + 1] = words[i + 1], words[i]
+        return " ".join(words)
+    return text + " ."
+
+
+def write_corpus(path: Path, n: int, pool: list[dict], seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(n):
+            base = pool[i % len(pool)]
+            r = i // len(pool)
+            row = {"id": base["id"] if r == 0 else f"{base['id']}~r{r}", "replica": r,
+                   "domain": base.get("domain"),
+                   "text": base["text"] if r == 0 else _perturbed(base["text"], rng)}
+            out.write(json.dumps(row) + "\n")
+
+
+def run_stage(ws: Path, stage: str, extra: list[str]) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "climb_core.cli", stage, str(ws), *extra],
+                            cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            rss = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    out = proc.stdout.read()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"`climb {stage}` failed ({proc.returncode}):\n{out[-3000:]}")
+    return {"stage": stage, "wall_s": round(wall, 2), "peak_rss_mb": round(peak / 2**20, 1),
+            "summary": out.strip().splitlines()[-1] if out.strip() else ""}
+
+
+def build(n: int, work: Path, pool: list[dict], backend: str, k: int) -> list[dict]:
+    folder = work / f"n{n}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    corpus = folder / "corpus.jsonl"
+    t = time.perf_counter()
+    write_corpus(corpus, n, pool)
+    print(f"  corpus: {n:,} docs ({corpus.stat().st_size / 2**30:.2f} GiB) written in {time.perf_counter() - t:.0f} s",
+          flush=True)
+    ws = folder / "ws"
+    subprocess.run([sys.executable, "-m", "climb_core.cli", "init", str(ws)], cwd=str(REPO), check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
+    sets = ["--set", f"embed.backend={backend}", "--set", f"cluster.k={k}"]
+    rows = []
+    for stage in STAGES:
+        extra = ["--input", str(corpus)] if stage == "ingest" else []
+        row = run_stage(ws, stage, extra + sets) | {"n_docs": n}
+        print(f"  {stage:9s} {row['wall_s']:8.1f} s  peak {row['peak_rss_mb']:8.0f} MB   {row['summary'][:90]}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--backend", default="static")
+    ap.add_argument("--k", type=int, default=1000)
+    ap.add_argument("--work", default="/tmp/climb-bench-scale")
+    ap.add_argument("--keep", action="store_true", help="keep the workspaces (several GB at 1M)")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    pool = pool_records()
+    work = Path(args.work)
+    print(f"scale benchmark: shared pool ({len(pool):,} real docs) replicated with light perturbation to "
+          f"{', '.join(f'{n:,}' for n in sizes)} docs; embed.backend={args.backend}, K={args.k}; "
+          f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB", flush=True)
+    results: dict[int, dict[str, dict]] = {}
+    for n in sizes:
+        print(f"\n{n:,} documents", flush=True)
+        results[n] = {r["stage"]: r for r in build(n, work, pool, args.backend, args.k)}
+        if not args.keep and n != sizes[-1]:
+            shutil.rmtree(work / f"n{n}", ignore_errors=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"time": time.strftime("%Y-%m-%d %H:%M"), "backend": args.backend, "k": args.k,
+                             "results": {str(n): v for n, v in results.items()}}) + "\n")
+
+    print("\nstage      " + "".join(f"{f'{n:,} docs':>22s}" for n in sizes) + "   memory and time ratios to the next smaller size")
+    for stage in STAGES:
+        cells = "".join(f"{results[n][stage]['wall_s']:9.1f} s {results[n][stage]['peak_rss_mb']:7.0f} MB" for n in sizes)
+        ratios = ""
+        for small, big in zip(sizes, sizes[1:]):
+            a, b = results[small][stage], results[big][stage]
+            ratios += (f"  {b['peak_rss_mb'] / a['peak_rss_mb']:5.2f}x"
+                       f" {b['wall_s'] / (a['wall_s'] * big / small):5.2f}x ({small:,}->{big:,})")
+        print(f"{stage:10s} {cells}{ratios}")
+    total = {n: sum(r["wall_s"] for r in results[n].values()) for n in sizes}
+    print("total      " + "".join(f"{total[n]:9.1f} s{'':11s}" for n in sizes))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
