@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from perf import emit  # noqa: E402
 POOL = REPO.parent / "shared" / "data" / "pool"
 DEMO = REPO / "data" / "demo_corpus.jsonl.gz"
 
@@ -55,12 +56,14 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def report(name: str, gpu: float | None, cpu: float, unit: str, higher_is_better: bool, extra: str = "") -> None:
+def report(name: str, gpu: float | None, cpu: float, unit: str, higher_is_better: bool, extra: str = "",
+           data: str = "") -> None:
     if gpu is None:
         print(f"{name:10s} cpu {cpu:10.1f} {unit}   gpu skipped{extra}")
         return
     ratio = gpu / cpu if higher_is_better else cpu / gpu
     print(f"{name:10s} gpu {gpu:10.1f} {unit}   cpu {cpu:10.1f} {unit}   gpu/cpu speed {ratio:6.1f}x{extra}")
+    emit("bench_gpu.py", f"{name} on GPU", data, f"{gpu:.1f} {unit}", f"CPU {cpu:.1f} {unit}", f"{ratio:.1f}x{extra}")
 
 
 def bench_embed(texts: list[str], gpu: bool) -> np.ndarray:
@@ -83,7 +86,7 @@ def bench_embed(texts: list[str], gpu: bool) -> np.ndarray:
         cos = float(np.mean(np.sum(np.asarray(gpu_vecs, np.float32) * cpu_vecs, axis=1)))
         extra = f"   mean cosine gpu fp16 vs cpu fp32 {cos:.4f}"
     print(f"embedding: {len(texts):,} documents at 256 tokens")
-    report("embed", gpu_rate, len(texts) / cpu_s, "docs/s", True, extra)
+    report("embed", gpu_rate, len(texts) / cpu_s, "docs/s", True, extra, f"{len(texts):,} docs at 256 tokens")
     return np.asarray(cpu_vecs, dtype=np.float32)
 
 
@@ -106,7 +109,7 @@ def bench_kmeans(X: np.ndarray, k: int, cuml_ok: bool) -> None:
         nmi = normalized_mutual_info_score(assign(X, cpu_c)[0], assign(X, gpu_c)[0])
         extra = f"   NMI(cuml, faiss) {nmi:.3f}"
     print(f"k-means: K={k} on {len(X):,} x {X.shape[1]} unit vectors")
-    report("k-means", gpu_s, cpu_s, "s", False, extra)
+    report("k-means", gpu_s, cpu_s, "s", False, extra, f"K={k}, {len(X):,} x {X.shape[1]}")
 
 
 def bench_umap(X: np.ndarray, cuml_ok: bool) -> None:
@@ -128,7 +131,7 @@ def bench_umap(X: np.ndarray, cuml_ok: bool) -> None:
     else:
         extra += " (cuML not installed)"
     print(f"UMAP: {len(X):,} points (umap-learn's time includes its numba JIT)")
-    report("umap", gpu_s, cpu_s, "s", False, extra)
+    report("umap", gpu_s, cpu_s, "s", False, extra, f"{len(X):,} points")
 
 
 def bench_proxy(texts: list[str], tokens: int, gpu: bool, tmp: Path) -> None:
@@ -157,7 +160,7 @@ def bench_proxy(texts: list[str], tokens: int, gpu: bool, tmp: Path) -> None:
         gpu_rate = g.tokens_seen / g.train_s
         extra = f"   final loss gpu bf16 {g.loss_curve[-1]:.3f}, cpu fp32 {cpu.loss_curve[-1]:.3f}"
     print(f"proxy: default GPT ({cpu.n_params:,} params) on {tokens:,} tokens of {len(ids):,}")
-    report("proxy", gpu_rate, cpu.tokens_seen / cpu.train_s, "tok/s", True, extra)
+    report("proxy", gpu_rate, cpu.tokens_seen / cpu.train_s, "tok/s", True, extra, f"default GPT, {tokens:,} tokens")
 
 
 def main() -> int:

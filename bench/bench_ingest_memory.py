@@ -28,6 +28,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from perf import emit  # noqa: E402
 DEMO = REPO / "data" / "demo_corpus.jsonl.gz"
 
 
@@ -139,6 +140,10 @@ def main() -> int:
                   f"{n_docs / ours['seconds']:,.0f} docs/s)")
             print(f"  ratio ingest / pandas: {ours['peak_mb'] / base['peak_mb']:.2f}   above the import floor: "
                   f"{(ours['peak_mb'] - floor['peak_mb']) / max(base['peak_mb'] - floor['peak_mb'], 1e-9):.2f}")
+            if n_docs == args.docs:
+                emit("bench_ingest_memory.py", "peak memory of ingest", f"{n_docs:,} docs, {size / 1e6:.0f} MB JSONL",
+                     f"{ours['peak_mb']:.0f} MB", f"pandas.read_json(lines=True) {base['peak_mb']:.0f} MB",
+                     f"{ours['peak_mb'] / base['peak_mb']:.2f}x")
 
         if args.embed_docs > 0:
             try:

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import normalized_mutual_info_score  # noqa: E402
 
 from climb_core import cluster  # noqa: E402
+from perf import emit  # noqa: E402
 
 
 def clustered_data(n: int, d: int, n_true: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -90,9 +91,12 @@ def main() -> int:
 
     base = None  # the faiss figures, once measured: the others are reported as multiples of them
     base = report("faiss.Kmeans + index.search", faiss_direct)
-    report(f"ours: kmeans_fit(auto={cluster.pick_backend('auto')}) + assign", ours)
-    if not args.skip_sklearn:
-        report("sklearn KMeans(n_init=1) + predict", sklearn_direct)
+    mine = report(f"ours: kmeans_fit(auto={cluster.pick_backend('auto')}) + assign", ours)
+    sk = None if args.skip_sklearn else report("sklearn KMeans(n_init=1) + predict", sklearn_direct)
+    emit("bench_kmeans.py", f"k-means K={args.k}, {args.niter} iterations, fit + assign",
+         f"{X.shape[0]:,} x {X.shape[1]}", f"{mine[0]:.1f} s ({cluster.pick_backend('auto')})",
+         f"faiss.Kmeans {base[0]:.1f} s" + ("" if sk is None else f"; scikit-learn {sk[0]:.1f} s"),
+         f"{mine[0] / base[0]:.2f}x faiss" + ("" if sk is None else f"; {sk[0] / mine[0]:.0f}x faster than scikit-learn"))
     return 0
 
 

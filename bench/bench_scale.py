@@ -32,6 +32,8 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = REPO.parent / "shared" / "data" / "pool"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perf import emit  # noqa: E402
 STAGES = ["ingest", "embed", "cluster", "refine", "describe", "map"]
 RESULTS = REPO / "bench" / "results" / "scale.jsonl"
 
@@ -147,6 +149,16 @@ def main() -> int:
         print(f"{stage:10s} {cells}{ratios}")
     total = {n: sum(r["wall_s"] for r in results[n].values()) for n in sizes}
     print("total      " + "".join(f"{total[n]:9.1f} s{'':11s}" for n in sizes))
+    if len(sizes) >= 2:
+        small, big = sizes[-2], sizes[-1]
+        worst = max(STAGES, key=lambda st: results[big][st]["peak_rss_mb"] / results[small][st]["peak_rss_mb"])
+        peak = max(r["peak_rss_mb"] for r in results[big].values())
+        emit("bench_scale.py", f"whole pipeline at {big:,} docs ({args.backend} embeddings, K={args.k})",
+             f"shared pool replicated to {big:,} docs", f"{total[big]:.0f} s, peak RSS {peak:.0f} MB ("
+             + ", ".join(f"{st} {results[big][st]['wall_s']:.0f} s" for st in STAGES) + ")",
+             f"the same at {small:,} docs: {total[small]:.0f} s",
+             f"peak RSS {big:,}/{small:,}: worst stage {worst} "
+             f"{results[big][worst]['peak_rss_mb'] / results[small][worst]['peak_rss_mb']:.2f}x")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from climb_core.config import ClimbConfig  # noqa: E402
+from perf import emit  # noqa: E402
 from climb_core.search import create_search, run_search, search_runs  # noqa: E402
 from climb_core.synthetic import N_CLUSTERS, NOISE, objective, true_score, w_star  # noqa: E402
 from climb_core.workspace import Workspace  # noqa: E402
@@ -100,6 +101,13 @@ def main() -> int:
                 > df[(df.budget == budget) & (df.strategy == "random")]["final"].to_numpy()).mean()
         print(f"  budget {budget:3d}: best-run ratio {r_best:.2f}, final ratio {r_final:.2f}, "
               f"final gap {g_final:+.4f}, CLIMB final beats random in {wins:.0%} of seeds")
+    ratios = []
+    for budget in budgets:
+        sub = df[df.budget == budget].groupby("strategy")["final"].mean()
+        ratios.append(f"{sub['climb'] / sub['random']:.2f}x at {budget}")
+    emit("bench_search_efficiency.py", "search efficiency: final's distance to a known optimum",
+         f"{N_CLUSTERS} clusters, synthetic noisy objective, {args.seeds} seeds", "CLIMB", "random search",
+         ", ".join(ratios))
     return 0
 
 
