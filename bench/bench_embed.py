@@ -8,6 +8,15 @@ else from the bundled demo corpus (--demo forces it; its texts are all cut near 
 length sorting has little to sort there). The model is loaded once, before any timing. Each method
 reports wall time and process CPU time: on a machine shared with other work the CPU figure is the
 steadier one.
+
+    python bench/bench_embed.py --backends [--docs 1000] [--nmi-per-domain 250] [--models-dir DIR]
+
+compares the embedding backends instead, on pool documents at max_seq_length 256: onnx-int8 and
+static docs/s against fp32 SentenceTransformer.encode on the same documents (mean and min cosine to
+it for onnx-int8), and how well the final clusters of each recover the pool's 8 true domains (NMI):
+ingest, embed, cluster and refine as the pipeline runs them, same K, once with torch and once with
+static embeddings. The derived models are built in --models-dir (a fresh temporary folder unless
+given, so their build time is measured too; pass a folder to reuse its models between runs).
 """
 
 from __future__ import annotations
@@ -57,13 +66,127 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - w0, time.process_time() - c0
 
 
+def pool_by_domain(per_domain: int) -> list[dict]:
+    """Up to `per_domain` random pool documents of each domain (all of a smaller one), shuffled."""
+    rng = random.Random(0)
+    rows = []
+    for path in sorted(POOL.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            docs = [json.loads(line) for line in fh]
+        rows += rng.sample(docs, min(per_domain, len(docs)))
+    rng.shuffle(rows)
+    return rows
+
+
+def final_clusters_nmi(rows: list[dict], backend: str, models_root: Path, k: int, tmp: Path) -> tuple[float, float, float]:
+    """(final NMI, base k-means NMI, embed wall s) of the pipeline's clusters against the true domains."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from climb_core.pipeline import run_stage
+
+    corpus = tmp / f"pool-{backend}.jsonl"
+    # The engine sees id and text only: the true domain stays here.
+    corpus.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows))
+    truth = {r["id"]: r["domain"] for r in rows}
+    # Pipeline defaults but for a fixed K (the same for both) and no pruning, so that both label every document.
+    config = with_overrides(ClimbConfig(), {"embed.backend": backend, "embed.max_seq_length": 256, "cluster.k": k,
+                                            "prune.min_quality": 0.0, "prune.min_size": 1})
+    config.ingest.paths = [str(corpus)]
+    ws = Workspace.init(tmp / f"ws-{backend}", config)
+    (ws.root / "models").symlink_to(models_root)  # the derived models are built once, not per workspace
+    embed_wall = 0.0
+    for stage in ("ingest", "embed", "cluster", "refine"):
+        t0 = time.perf_counter()
+        run_stage(ws, stage, config, progress=False)
+        embed_wall = time.perf_counter() - t0 if stage == "embed" else embed_wall
+    df = ws.query_df("SELECT d.doc_id, dc.cluster_id, a.base_cluster FROM documents d "
+                     "JOIN doc_clusters dc USING (doc_idx) JOIN assignments a USING (doc_idx)")
+    domains = np.array([truth[i] for i in df["doc_id"]])
+    return (normalized_mutual_info_score(domains, df["cluster_id"]),
+            normalized_mutual_info_score(domains, df["base_cluster"]), embed_wall)
+
+
+def compare_backends(args) -> int:
+    from climb_core import embed_backends
+
+    if not POOL.exists():
+        print(f"--backends needs the pool at {POOL}")
+        return 2
+    texts, source = load_texts(args.docs, demo=False)
+    config = with_overrides(ClimbConfig(), {"embed.max_seq_length": 256, "embed.batch_size": args.batch_size})
+    cfg = config.embed
+    import torch
+
+    chars = np.array([len(t) for t in texts])
+    print(f"data: {len(texts)} documents from {source} for timing; chars median {int(np.median(chars))}, "
+          f"total {chars.sum() / 1e6:.2f} M; max_seq_length 256, batch {args.batch_size}, torch threads "
+          f"{torch.get_num_threads()}, onnxruntime threads {embed_backends._ort_threads() or 'default'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        models_root = Path(args.models_dir or Path(tmp) / "models").resolve()
+        model_path = embed.resolve_model(cfg.model)
+        encoders = {"torch": embed.load_encoder(cfg)}
+        for backend in ("onnx-int8", "static"):
+            was_there = (embed_backends.cache_dir(models_root, model_path, backend) / embed_backends.BUILT_MARK).exists()
+            folder = embed_backends.prepare(backend, model_path, models_root, offline=True)
+            encoders[backend] = embed.load_encoder(with_overrides(config, {"embed.backend": backend}).embed, models_root)
+            print(f"{backend}: model built in {embed_backends.build_seconds(folder):.1f} s wall"
+                  + (" (earlier run; reused now)" if was_there else "") + f", {folder}")
+        for enc in encoders.values():
+            embed.encode_texts(enc, texts[:args.batch_size], cfg)  # warm-up, untimed
+
+        out: dict[str, np.ndarray] = {}
+
+        def run(name):
+            out[name] = (encoders["torch"].encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
+                                                  convert_to_numpy=True) if name == "encode"
+                         else embed.encode_texts(encoders[name], texts, cfg))
+
+        times = {name: timed(lambda name=name: run(name)) for name in ("encode", "onnx-int8")}
+        # The static model is too quick for one pass over these documents to time well: several.
+        reps = 10
+        static = timed(lambda: [run("static") for _ in range(reps)])
+        times["static"] = (static[0] / reps, static[1] / reps)
+        n = len(texts)
+        base_wall, base_cpu = times["encode"]
+        print(f"{'method':56s} {'wall s':>7s} {'docs/s':>8s} {'CPU s':>7s} {'docs/CPU-s':>10s} {'x encode (wall, CPU)':>21s}")
+        labels = {"encode": "torch fp32: SentenceTransformer.encode (baseline)",
+                  "onnx-int8": "onnx-int8: int8 ONNX graph on onnxruntime",
+                  "static": f"static: model2vec distilled (mean of {reps} passes)"}
+        for name, (wall, cpu) in times.items():
+            print(f"{labels[name]:56s} {wall:7.2f} {n / wall:8.1f} {cpu:7.2f} {n / cpu:10.1f} "
+                  f"{base_wall / wall:10.2f}x {base_cpu / cpu:8.2f}x")
+        cos = (out["onnx-int8"] * out["encode"]).sum(1)
+        print(f"onnx-int8 cosine to fp32 encode over {n} docs: mean {cos.mean():.4f}, min {cos.min():.4f}, "
+              f"5th percentile {np.percentile(cos, 5):.4f} (targets: >= 3x docs/s, mean cosine >= 0.99; static >= 30x)")
+
+        rows = pool_by_domain(args.nmi_per_domain)
+        k = int(np.clip(round(np.sqrt(len(rows))), 8, 1000))
+        print(f"NMI data: {len(rows)} pool documents, up to {args.nmi_per_domain} of each of the 8 domains; "
+              f"K={k}, refine Ward-merges to 20 clusters (pruning off)")
+        nmi = {}
+        for backend in ("torch", "static"):
+            nmi[backend] = final_clusters_nmi(rows, backend, models_root, k, Path(tmp))
+            print(f"  {backend:7s}: final NMI {nmi[backend][0]:.3f}, k-means NMI {nmi[backend][1]:.3f} "
+                  f"(embed stage {nmi[backend][2]:.1f} s wall)")
+        print(f"final-cluster NMI, static minus torch: {nmi['static'][0] - nmi['torch'][0]:+.3f} (target: within 0.05); "
+              f"k-means NMI difference {nmi['static'][1] - nmi['torch'][1]:+.3f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--docs", type=int, default=400)
+    ap.add_argument("--backends", action="store_true", help="compare the embedding backends (see above)")
+    ap.add_argument("--nmi-per-domain", type=int, default=250)
+    ap.add_argument("--models-dir", default="", help="where --backends builds or finds the derived models")
+    ap.add_argument("--docs", type=int, default=None, help="documents timed (default 400; 1000 with --backends)")
     ap.add_argument("--max-seq-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--demo", action="store_true", help="use the bundled demo corpus even if the pool is present")
     args = ap.parse_args()
+    if args.backends:
+        args.docs = args.docs or 1000
+        return compare_backends(args)
+    args.docs = args.docs or 400
 
     texts, source = load_texts(args.docs, args.demo)
     config = with_overrides(ClimbConfig(), {"embed.max_seq_length": args.max_seq_length,

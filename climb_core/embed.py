@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from climb_core import stages
+from climb_core import embed_backends, stages
 from climb_core.config import ClimbConfig, EmbedConfig
 from climb_core.stages import StageError, StageOutcome
 from climb_core.workspace import Workspace
@@ -65,8 +65,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def models_dir(ws: Workspace) -> Path:
+    """Where encoders derived from embed.model (ONNX export, static distillation) are cached."""
+    return ws.root / "models"
+
+
 @functools.lru_cache(maxsize=2)
-def _load(model: str, device: str, max_seq_length: int, offline: bool):
+def _load(model: str, device: str, max_seq_length: int, offline: bool, backend: str = "torch",
+          models_root: Path | None = None):
+    if backend != "torch":
+        return embed_backends.load(backend, model, max_seq_length, models_root, offline)
     if offline:
         # Read by huggingface_hub at import; set before sentence-transformers pulls it in.
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -86,9 +94,17 @@ def _load(model: str, device: str, max_seq_length: int, offline: bool):
     return encoder
 
 
-def load_encoder(cfg: EmbedConfig):
-    """A SentenceTransformer for `cfg` (cached per model, device and length in this process)."""
-    return _load(resolve_model(cfg.model), resolve_device(cfg.device), int(cfg.max_seq_length), bool(cfg.offline))
+def load_encoder(cfg: EmbedConfig, models_root: Path | None = None):
+    """The encoder for `cfg` (cached per model, device, length and backend in this process).
+
+    A SentenceTransformer for backend torch; for the others an object with the same `encode`, whose
+    derived model is built once under `models_root` (a workspace's `models_dir`).
+    """
+    backend = embed_backends.check_backend(cfg.backend)
+    # Derived encoders run on CPU whatever the device, so the device is not part of their cache key.
+    device = resolve_device(cfg.device) if backend == "torch" else "cpu"
+    root = None if backend == "torch" or models_root is None else Path(models_root).resolve()
+    return _load(resolve_model(cfg.model), device, int(cfg.max_seq_length), bool(cfg.offline), backend, root)
 
 
 def encoder_dim(encoder) -> int:
@@ -152,7 +168,7 @@ def embed_shard_task(root: str, i: int, lo: int, hi: int, cfg: EmbedConfig) -> i
     """
     ws = Workspace(Path(root))  # not Workspace.open: that migrates, which needs a read-write connection
     texts = _read_texts(ws, lo, hi, CHARS_PER_TOKEN_BOUND * int(cfg.max_seq_length), read_only=True)
-    vectors = encode_texts(load_encoder(cfg), texts, cfg).astype(cfg.dtype)
+    vectors = encode_texts(load_encoder(cfg, models_dir(ws)), texts, cfg).astype(cfg.dtype)
     _write_shard(ws, i, vectors)
     return len(texts)
 
@@ -215,21 +231,29 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
     executor = (cfg.executor or "local").lower()
     if executor not in EXECUTORS:
         raise StageError(f"embed.executor={cfg.executor!r}: use local or ray")
+    backend = embed_backends.check_backend(cfg.backend)
     n_docs = ws.table_count("documents")
     if n_docs == 0:
         raise StageError(f"no documents in {ws.root}; run `climb ingest {ws.root}` first")
     # `offline`, `device` and where it runs decide how the model is loaded, not what it computes.
     section = {k: v for k, v in config.section_dict("embed").items() if k not in RUN_ONLY_KEYS}
+    # The backend does change the vectors, so it is fingerprinted, except the reference torch: left out,
+    # the fingerprint stays what it was before backends existed, and such workspaces stay current.
+    if backend == "torch":
+        section.pop("backend", None)
+    else:
+        section["backend"] = backend
     fp = stages.fingerprint(ws, STAGE, section, {"n_docs": n_docs})
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
 
     ws.embeddings_dir.mkdir(exist_ok=True)
     # Before the stage record, so a missing model is not a failed stage. On Ray the workers load it;
-    # the driver only checks that the name resolves.
-    encoder = load_encoder(cfg) if executor == "local" else None
+    # the driver only checks that the name resolves, and builds a derived model once, before any
+    # worker looks for it (the workspace, models/ included, is shared by the workers).
+    encoder = load_encoder(cfg, models_dir(ws)) if executor == "local" else None
     if encoder is None:
-        resolve_model(cfg.model)
+        embed_backends.prepare(backend, resolve_model(cfg.model), models_dir(ws), bool(cfg.offline))
     with stages.run_stage(ws, STAGE, config.section_dict("embed"), fp) as run:
         done = stages.finished_shards(ws, STAGE) if run.resumed else {}
         if not run.resumed:
@@ -248,7 +272,7 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
         run.rows_in = n_docs
         run.rows_out = n_docs
         dim = encoder_dim(encoder) if encoder is not None else embedding_dim(ws)
-        run.message = (f"{len(bounds)} shard(s) of {dim}-d {cfg.dtype}"
+        run.message = (f"{len(bounds)} shard(s) of {dim}-d {cfg.dtype} by the {backend} backend"
                        + (f"; resumed, {len(bounds) - len(todo)} shard(s) kept" if run.resumed and len(todo) < len(bounds) else ""))
     return StageOutcome(STAGE, skipped=False, rows_in=n_docs, rows_out=n_docs, message=run.message)
 
