@@ -103,6 +103,9 @@ def build(n: int, work: Path, pool: list[dict], backend: str, k: int) -> list[di
     ws = folder / "ws"
     subprocess.run([sys.executable, "-m", "climb_core.cli", "init", str(ws)], cwd=str(REPO), check=True,
                    env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
+    # One cache of derived encoders for every size: the static model is distilled once, not per size.
+    (work / "models").mkdir(parents=True, exist_ok=True)
+    (ws / "models").symlink_to(work / "models", target_is_directory=True)
     sets = ["--set", f"embed.backend={backend}", "--set", f"cluster.k={k}"]
     rows = []
     for stage in STAGES:
@@ -119,7 +122,8 @@ def main() -> int:
     ap.add_argument("--backend", default="static")
     ap.add_argument("--k", type=int, default=1000)
     ap.add_argument("--work", default="/tmp/climb-bench-scale")
-    ap.add_argument("--keep", action="store_true", help="keep the workspaces (several GB at 1M)")
+    ap.add_argument("--keep", action="store_true", help="keep the workspaces (several GB at 1M); the derived "
+                    "encoders stay in WORK/models either way, so a second run does not distill again")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     pool = pool_records()
@@ -131,7 +135,7 @@ def main() -> int:
     for n in sizes:
         print(f"\n{n:,} documents", flush=True)
         results[n] = {r["stage"]: r for r in build(n, work, pool, args.backend, args.k)}
-        if not args.keep and n != sizes[-1]:
+        if not args.keep:
             shutil.rmtree(work / f"n{n}", ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "a", encoding="utf-8") as fh:
@@ -159,8 +163,6 @@ def main() -> int:
              f"the same at {small:,} docs: {total[small]:.0f} s",
              f"peak RSS {big:,}/{small:,}: worst stage {worst} "
              f"{results[big][worst]['peak_rss_mb'] / results[small][worst]['peak_rss_mb']:.2f}x")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

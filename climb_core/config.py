@@ -96,7 +96,9 @@ class DescribeConfig:
 
 @dataclass
 class MapConfig:
-    max_points: int = opt(200_000, "Documents projected to 2-D (a stratified sample by cluster when the corpus is larger).")
+    max_points: int = opt(1_000_000, "Documents projected to 2-D (a stratified sample by cluster when the corpus is larger).")
+    fit_sample: int = opt(50_000, "UMAP is fitted on at most this many documents (stratified by cluster); the rest are placed with the fitted model's transform, so the stage's memory does not grow with the corpus. A sample that covers every document gives a plain fit_transform.")
+    transform_batch: int = opt(20_000, "Documents placed per UMAP transform call (read from the embedding shards one batch at a time).")
     n_neighbors: int = opt(15, "UMAP n_neighbors.")
     min_dist: float = opt(0.1, "UMAP min_dist.")
     backend: str = opt("auto", "auto (cuML UMAP on GPU, else umap-learn), cuml or umap.")

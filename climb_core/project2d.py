@@ -2,6 +2,11 @@
 
 Corpora larger than map.max_points are sampled per cluster (every cluster keeps at least one point,
 the rest in proportion to size), so small clusters stay visible on the map.
+
+UMAP is fitted on at most map.fit_sample documents (the same stratified sampling); the others are
+placed with the fitted model's `transform`, map.transform_batch rows at a time, streamed from the
+memmapped embedding shards. Peak memory then depends on fit_sample and transform_batch, not on the
+corpus size. When fit_sample covers every projected document the result is a plain fit_transform.
 """
 
 from __future__ import annotations
@@ -45,32 +50,54 @@ def _pca(X: np.ndarray) -> np.ndarray:
     return out
 
 
+def _reducer(cfg: MapConfig, method: str):
+    if method == "cuml":
+        try:
+            from cuml.manifold import UMAP as CuUMAP
+        except ImportError as err:
+            raise StageError("map.backend=cuml but cuML is not installed; use backend=umap") from err
+        return CuUMAP(n_components=2, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist,
+                      metric="cosine", random_state=cfg.seed)
+    import umap
+
+    # A fixed random_state makes umap-learn deterministic (and single-threaded).
+    return umap.UMAP(n_components=2, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist,
+                     metric="cosine", random_state=cfg.seed, n_jobs=1, low_memory=True)
+
+
+def _finite(coords) -> np.ndarray:
+    coords = coords.get() if hasattr(coords, "get") else coords
+    coords = np.asarray(coords, dtype=np.float32)
+    if not np.isfinite(coords).all():
+        raise StageError("UMAP returned non-finite coordinates; try a larger map.n_neighbors or backend=umap")
+    return coords
+
+
 def project(X: np.ndarray, cfg: MapConfig) -> np.ndarray:
     """2-D coordinates (n x 2 float32) of the rows of X: UMAP with the cosine metric, fixed seed."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     method = projection_method(X.shape[0], cfg)
     if method == "pca":
         return _pca(X)
-    if method == "cuml":
-        try:
-            from cuml.manifold import UMAP as CuUMAP
-        except ImportError as err:
-            raise StageError("map.backend=cuml but cuML is not installed; use backend=umap") from err
-        reducer = CuUMAP(n_components=2, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist,
-                         metric="cosine", random_state=cfg.seed)
-        coords = reducer.fit_transform(X)
-        coords = coords.get() if hasattr(coords, "get") else np.asarray(coords)
-    else:
-        import umap
+    return _finite(_reducer(cfg, method).fit_transform(X))
 
-        # A fixed random_state makes umap-learn deterministic (and single-threaded).
-        reducer = umap.UMAP(n_components=2, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist,
-                            metric="cosine", random_state=cfg.seed, n_jobs=1, low_memory=True)
-        coords = reducer.fit_transform(X)
-    coords = np.asarray(coords, dtype=np.float32)
-    if not np.isfinite(coords).all():
-        raise StageError("UMAP returned non-finite coordinates; try a larger map.n_neighbors or backend=umap")
-    return coords
+
+def fit_and_transform(fit_X: np.ndarray, batches, cfg: MapConfig):
+    """Fit UMAP on fit_X, then place every array yielded by `batches` with the fitted model.
+
+    Returns (coords of fit_X, iterator of coords per batch); the iterator keeps one batch in memory
+    at a time, so callers can stream arbitrarily many rows through it."""
+    method = projection_method(fit_X.shape[0], cfg)
+    if method == "pca":
+        raise StageError(f"map.fit_sample={fit_X.shape[0]} is too small for UMAP; use at least n_neighbors+2")
+    reducer = _reducer(cfg, method)
+    fit_coords = _finite(reducer.fit_transform(np.ascontiguousarray(fit_X, dtype=np.float32)))
+
+    def placed():
+        for batch in batches:
+            yield _finite(reducer.transform(np.ascontiguousarray(batch, dtype=np.float32)))
+
+    return fit_coords, placed()
 
 
 def stratified_sample(labels: np.ndarray, max_points: int, seed: int = 0) -> np.ndarray:
@@ -104,6 +131,36 @@ def stratified_sample(labels: np.ndarray, max_points: int, seed: int = 0) -> np.
     return np.sort(np.concatenate(picked))
 
 
+def _gather(ws: Workspace, rows: np.ndarray) -> np.ndarray:
+    """The embeddings of the sorted doc_idx `rows`, read shard by shard."""
+    from climb_core.embed import iter_embedding_shards
+
+    parts = []
+    for start, block in iter_embedding_shards(ws):
+        lo, hi = np.searchsorted(rows, [start, start + block.shape[0]])
+        parts.append(np.array(block[rows[lo:hi] - start], dtype=np.float32))
+    return np.concatenate(parts)
+
+
+def _stream_batches(ws: Workspace, idx: np.ndarray, batch_pos: list[np.ndarray]):
+    """The embeddings of idx[pos] for each pos in batch_pos (each sorted), one batch in memory at a
+    time; a batch may span shards."""
+    from climb_core.embed import iter_embedding_shards
+
+    shards = iter_embedding_shards(ws)
+    start, block = next(shards)
+    for pos in batch_pos:
+        rows, parts = idx[pos], []
+        while len(rows):
+            if rows[0] >= start + block.shape[0]:
+                start, block = next(shards)
+                continue
+            hi = np.searchsorted(rows, start + block.shape[0])
+            parts.append(np.array(block[rows[:hi] - start], dtype=np.float32))
+            rows = rows[hi:]
+        yield np.concatenate(parts)
+
+
 def current_clusters(ws: Workspace, n_docs: int) -> np.ndarray | None:
     """Each document's current cluster: the refine stage's if it ran, else k-means', else None."""
     with ws.connect() as con:
@@ -115,7 +172,7 @@ def current_clusters(ws: Workspace, n_docs: int) -> np.ndarray | None:
 
 
 def run_map(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> StageOutcome:
-    from climb_core.embed import embeddings_available, iter_embedding_shards
+    from climb_core.embed import embeddings_available
 
     cfg = config.map
     n_docs = ws.table_count("documents")
@@ -130,22 +187,34 @@ def run_map(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
     with stages.run_stage(ws, STAGE, config.section_dict("map"), fp) as run:
-        if n_docs > cfg.max_points:
-            labels = current_clusters(ws, n_docs)
-            if labels is None:
-                labels = np.zeros(n_docs, dtype=np.int64)
-            idx = stratified_sample(labels, cfg.max_points, cfg.seed)
+        labels = current_clusters(ws, n_docs) if n_docs > min(cfg.max_points, cfg.fit_sample) else None
+        if labels is None:
+            labels = np.zeros(n_docs, dtype=np.int64)
+        idx = stratified_sample(labels, cfg.max_points, cfg.seed) if n_docs > cfg.max_points else np.arange(n_docs)
+        fitted = ""
+        if len(idx) <= cfg.fit_sample:
+            method = projection_method(len(idx), cfg)
+            if progress:
+                print(f"map: projecting {len(idx)} documents with {method}", flush=True)
+            coords = project(_gather(ws, idx), cfg)
         else:
-            idx = np.arange(n_docs)
-        parts = []
-        for start, block in iter_embedding_shards(ws):
-            lo, hi = np.searchsorted(idx, [start, start + block.shape[0]])
-            parts.append(block[idx[lo:hi] - start])
-        X = np.concatenate(parts)
-        method = projection_method(len(X), cfg)
-        if progress:
-            print(f"map: projecting {len(X)} documents with {method}", flush=True)
-        coords = project(X, cfg)
+            method = projection_method(cfg.fit_sample, cfg)
+            # positions (into idx) of the documents UMAP is fitted on; the rest are transformed
+            fit_pos = stratified_sample(labels[idx], cfg.fit_sample, cfg.seed)
+            if progress:
+                print(f"map: fitting {method} on {len(fit_pos)} of {len(idx)} documents, placing the rest "
+                      f"in batches of {cfg.transform_batch}", flush=True)
+            coords = np.empty((len(idx), 2), dtype=np.float32)
+            rest = np.ones(len(idx), dtype=bool)
+            rest[fit_pos] = False
+            rest_pos = np.flatnonzero(rest)
+            batch_pos = np.array_split(rest_pos, max(1, -(-len(rest_pos) // max(1, cfg.transform_batch))))
+            fit_coords, placed = fit_and_transform(
+                _gather(ws, idx[fit_pos]), _stream_batches(ws, idx, batch_pos), cfg)
+            coords[fit_pos] = fit_coords
+            for pos, xy in zip(batch_pos, placed):
+                coords[pos] = xy
+            fitted = f" (fitted on {len(fit_pos)}, the other {len(idx) - len(fit_pos)} placed with transform)"
         df = pd.DataFrame({"doc_idx": idx.astype(np.int64), "x": coords[:, 0], "y": coords[:, 1]})
         with ws.connect() as con:
             con.execute("BEGIN TRANSACTION")
@@ -154,7 +223,7 @@ def run_map(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress
             con.execute("INSERT INTO map_coords SELECT doc_idx, x, y FROM coords_df")
             con.execute("COMMIT")
         run.rows_in, run.rows_out = n_docs, len(idx)
-        run.message = (f"{method.upper()} of {len(idx)} of {n_docs} documents"
+        run.message = (f"{method.upper()} of {len(idx)} of {n_docs} documents{fitted}"
                        + (f" (fewer than n_neighbors+2={cfg.n_neighbors + 2} points: PCA instead of UMAP)"
                           if method == "pca" else "")
                        + (" (stratified sample by cluster)" if len(idx) < n_docs else ""))

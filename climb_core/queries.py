@@ -219,6 +219,111 @@ def map_points(ws: Workspace, fields: list[str] | None = None, preview_chars: in
     return df.rename(columns={f"meta.{i}": f"meta.{f}" for i, f in enumerate(fields)})
 
 
+def _map_filter(show_pruned: bool, region) -> tuple[str, list]:
+    where, params = ["TRUE"], []
+    if not show_pruned:
+        where.append("coalesce(c.state, '') <> 'pruned'")
+    if region is not None:
+        x0, x1, y0, y1 = (float(v) for v in region)
+        where.append("m.x BETWEEN ? AND ? AND m.y BETWEEN ? AND ?")
+        params += [min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)]
+    return " AND ".join(where), params
+
+
+def map_sample(ws: Workspace, budget: int, fields: list[str] | None = None, *, show_pruned: bool = True,
+               region: tuple[float, float, float, float] | None = None, include=(), seed: int = 0,
+               preview_chars: int = 80) -> tuple[pd.DataFrame, int]:
+    """The map points to draw: at most `budget` (plus the doc_idx in `include` that are in view), and
+    how many map points are in view.
+
+    Beyond the budget each cluster is sampled uniformly, in proportion to its size and with at least
+    one point (so density within a cluster and small clusters both survive). `region` (x0, x1, y0, y1)
+    limits the view to a rectangle: a zoomed view is drawn at full resolution once it holds at most
+    `budget` points. Columns as `map_points`, plus `cluster_rank`: the cluster's rank by cluster_id
+    among all clusters of the catalogue (stable across views, for colours)."""
+    from climb_core.project2d import stratified_sample
+
+    fields = fields or []
+    where, params = _map_filter(show_pruned, region)
+    joins = """FROM map_coords m
+            LEFT JOIN doc_clusters dc USING (doc_idx)
+            LEFT JOIN clusters c ON c.cluster_id = dc.cluster_id"""
+    with ws.connect() as con:
+        light = con.execute(f"SELECT m.doc_idx, coalesce(dc.cluster_id, -1) AS cid {joins} WHERE {where} "
+                            "ORDER BY m.doc_idx", params).df()
+        n_view = len(light)
+        wanted = light["doc_idx"].to_numpy()
+        if n_view > budget:
+            wanted = wanted[stratified_sample(light["cid"].to_numpy(), max(1, int(budget)), seed)]
+        include = np.intersect1d(np.asarray(list(include), dtype=np.int64), light["doc_idx"].to_numpy())
+        wanted = np.union1d(wanted, include).astype(np.int64)
+        del light
+        cols = "".join(f", json_extract_string(d.meta_json, ?) AS \"meta.{i}\"" for i in range(len(fields)))
+        con.register("wanted_map", pd.DataFrame({"doc_idx": wanted}))
+        df = con.execute(f"""
+            SELECT m.doc_idx, m.x, m.y, dc.cluster_id, c.label, c.state, s.quality,
+                   regexp_replace(left(d.text, {int(preview_chars)}), '\\s+', ' ', 'g') AS preview,
+                   r.cluster_rank {cols}
+            FROM wanted_map w
+            JOIN map_coords m USING (doc_idx)
+            JOIN documents d USING (doc_idx)
+            LEFT JOIN doc_clusters dc USING (doc_idx)
+            LEFT JOIN clusters c ON c.cluster_id = dc.cluster_id
+            LEFT JOIN (SELECT cluster_id, dense_rank() OVER (ORDER BY cluster_id) - 1 AS cluster_rank
+                       FROM clusters) r ON r.cluster_id = dc.cluster_id
+            LEFT JOIN doc_stats s USING (doc_idx)
+            ORDER BY m.doc_idx""", [f'$."{f}"' for f in fields]).df()
+        con.unregister("wanted_map")
+    return df.rename(columns={f"meta.{i}": f"meta.{f}" for i, f in enumerate(fields)}), n_view
+
+
+def points_in_polygon(x: np.ndarray, y: np.ndarray, px, py) -> np.ndarray:
+    """Mask of the points (x, y) inside the polygon with vertices (px, py) (even-odd rule).
+
+    Points are sorted by y once; each edge then only tests the points within its own y-span, so a
+    lasso drawn by hand (many short edges) costs about O(points x crossings), not points x edges."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    px, py = np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64)
+    order = np.argsort(y, kind="stable")
+    xs, ys = x[order], y[order]
+    inside = np.zeros(len(x), dtype=bool)
+    for x0, y0, x1, y1 in zip(px, py, np.roll(px, -1), np.roll(py, -1)):
+        if y0 == y1:
+            continue
+        # half-open span [lo, hi), so a vertex shared by two edges is counted once
+        a, b = np.searchsorted(ys, [min(y0, y1), max(y0, y1)], side="left")
+        if a == b:
+            continue
+        cross = x0 + (ys[a:b] - y0) * (x1 - x0) / (y1 - y0)
+        inside[a:b] ^= xs[a:b] < cross
+    out = np.empty_like(inside)
+    out[order] = inside
+    return out
+
+
+def map_docs_in_region(ws: Workspace, lassos=(), boxes=(), *, show_pruned: bool = True,
+                       region: tuple[float, float, float, float] | None = None) -> list[int]:
+    """doc_idx of every map point inside any lasso polygon ((xs, ys) pairs) or box ((x0, x1, y0, y1)),
+    within `region` when given: the documents a selection on a sampled map stands for."""
+    where, params = _map_filter(show_pruned, region)
+    shapes = [("box", (min(b[0], b[1]), max(b[0], b[1]), min(b[2], b[3]), max(b[2], b[3]))) for b in boxes]
+    shapes += [("lasso", (min(xs), max(xs), min(ys), max(ys)), xs, ys) for xs, ys in lassos if len(xs) >= 3]
+    found = [np.zeros(0, dtype=np.int64)]
+    with ws.connect() as con:
+        for kind, (x0, x1, y0, y1), *poly in shapes:
+            pts = con.execute(f"""
+                SELECT m.doc_idx, m.x, m.y FROM map_coords m
+                LEFT JOIN doc_clusters dc USING (doc_idx)
+                LEFT JOIN clusters c ON c.cluster_id = dc.cluster_id
+                WHERE {where} AND m.x BETWEEN ? AND ? AND m.y BETWEEN ? AND ?""",
+                params + [float(x0), float(x1), float(y0), float(y1)]).df()
+            idx = pts["doc_idx"].to_numpy(dtype=np.int64)
+            if kind == "lasso":
+                idx = idx[points_in_polygon(pts["x"].to_numpy(), pts["y"].to_numpy(), *poly)]
+            found.append(idx)
+    return [int(i) for i in np.unique(np.concatenate(found))]
+
+
 def search_text(ws: Workspace, text: str, limit: int = 100_000) -> list[int]:
     """doc_idx of documents whose text contains `text` (case-insensitive, literal)."""
     if not text:

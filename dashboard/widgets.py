@@ -63,19 +63,35 @@ def cached_cluster_table(root: str, catalogue: tuple) -> pd.DataFrame:
     return queries.cluster_table(open_workspace(root))
 
 
-@st.cache_data(show_spinner=False, max_entries=6)
+# Defaults of the Map page, chosen by bench/bench_map_render.py: in headless Chromium a 50k-point
+# figure took ~2 s longer than a 20k one, while 25k per-cluster samples still show every cluster's shape.
+MAP_BUDGET = 25_000
+MAP_HOVER = 5_000
+
+
+# cache_resource, not cache_data: unpickling a copy of a 50k-point figure re-validates it (over a
+# second); the figure is never mutated after it is built, so sessions can share it.
+@st.cache_resource(show_spinner=False, max_entries=6)
 def cached_map_figure(root: str, catalogue: tuple, fields: tuple[str, ...], color_by: str, show_pruned: bool,
-                      highlight: tuple[int, ...], hover_max: int):
-    """The map figure and its per-trace doc_idx, built once per catalogue version and view settings
-    (a box or lasso selection reruns the page; it must not rebuild 100k hover labels)."""
-    df = cached_map_points(root, catalogue, fields)
-    if not show_pruned:
-        df = df[df["state"] != "pruned"]
-    return map_figure(df, color_by, list(highlight), hover_max=hover_max), len(df)
+                      highlight: tuple[int, ...], hover_max: int, budget: int = MAP_BUDGET,
+                      region: tuple[float, float, float, float] | None = None):
+    """The map figure and its per-trace doc_idx, how many points it draws and how many are in view,
+    built once per catalogue version and view settings (a box or lasso selection reruns the page; it
+    must not rebuild the figure). Beyond `budget` points in view, a per-cluster sample is drawn."""
+    df, n_view = queries.map_sample(open_workspace(root), budget, list(fields), show_pruned=show_pruned,
+                                    region=region, include=highlight)
+    return map_figure(df, color_by, list(highlight), hover_max=hover_max), len(df), n_view
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_docs_in_region(root: str, catalogue: tuple, lassos: tuple, boxes: tuple, show_pruned: bool,
+                          region: tuple | None) -> list[int]:
+    return queries.map_docs_in_region(open_workspace(root), lassos, boxes, show_pruned=show_pruned, region=region)
 
 
 def clear_caches() -> None:
     cached_map_figure.clear()
+    cached_docs_in_region.clear()
     cached_map_points.clear()
     cached_cluster_table.clear()
 
@@ -171,77 +187,156 @@ def status_badge(status: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------ the map
+def _srgb_to_oklab(rgb: np.ndarray) -> np.ndarray:
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    lms = lin @ np.array([[0.4122214708, 0.2119034982, 0.0883024619],
+                          [0.5363325363, 0.6806995451, 0.2817188376],
+                          [0.0514459929, 0.1073969566, 0.6299787005]])
+    return np.cbrt(lms) @ np.array([[0.2104542553, 1.9779984951, 0.0259040371],
+                                    [0.7936177850, -2.4285922050, 0.7827717662],
+                                    [-0.0040720468, 0.4505937099, -0.8086757660]])
+
+
+_DISTINCT: list[str] = []
+
+
+def distinct_colors(n: int) -> list[str]:
+    """n different colours, each as far (in OKLab) from the earlier ones as the sRGB cube allows.
+
+    Greedy farthest-point order over a fine sRGB grid: the first colours are the most distinct, so
+    any prefix is a good palette; greys and very light or dark colours are left out (grey marks
+    pruned clusters, white is the background). Deterministic, computed once and extended on demand."""
+    if n <= len(_DISTINCT):
+        return _DISTINCT[:n]
+    steps = 24 if n <= 3000 else 40
+    g = np.linspace(0, 1, steps)
+    rgb = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    lab = _srgb_to_oklab(rgb)
+    ok = (lab[:, 0] > 0.42) & (lab[:, 0] < 0.9) & (np.hypot(lab[:, 1], lab[:, 2]) > 0.05)
+    rgb, lab = rgb[ok], lab[ok]
+    if n > len(rgb):
+        raise ValueError(f"cannot make {n} distinct colours")
+    first = int(np.argmax(np.hypot(lab[:, 1], lab[:, 2])))
+    picked = [first]
+    dist = np.linalg.norm(lab - lab[first], axis=1)
+    while len(picked) < n:
+        nxt = int(np.argmax(dist))
+        picked.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(lab - lab[nxt], axis=1))
+    hexes = ["#%02X%02X%02X" % tuple(int(round(v * 255)) for v in rgb[i]) for i in picked]
+    _DISTINCT[:] = hexes
+    return hexes[:n]
+
+
+PRUNED_COLOR = "#BBBBBB"
+
+
 def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int] | None = None,
-               hover_max: int = 20_000, max_categories: int = 40, seed: int = 0) -> tuple[go.Figure, list[np.ndarray]]:
+               hover_max: int = 20_000, max_categories: int = 40, seed: int = 0,
+               max_labels: int = 60) -> tuple[go.Figure, list[np.ndarray]]:
     """A WebGL scatter of the map points; returns the figure and, per trace, the doc_idx of its points
     (so a selection's (curve_number, point_index) maps back to documents).
 
     Hover previews are HTML-escaped and sent for at most `hover_max` points (a random sample); the
-    others show their cluster label only, which keeps the page light at 100k+ points.
+    others show their cluster only, which keeps the page light. Coloured by cluster, every cluster
+    has its own colour (`distinct_colors`, by the `cluster_rank` column when present, so a cluster
+    keeps its colour when the view changes) and the largest `max_labels` clusters are labelled at
+    their centre (the median of their points): one trace per cluster would not scale to 1000.
     """
     n = len(df)
     rng = np.random.default_rng(seed)
-    sample = rng.choice(n, min(n, hover_max), replace=False) if n else np.zeros(0, dtype=int)
+    sampled = np.zeros(n, dtype=bool)
+    if n:
+        sampled[rng.choice(n, min(n, hover_max), replace=False)] = True
     # Escape each distinct label once; previews only for the sampled points.
     label_codes, label_uniques = pd.factorize(df["label"].fillna("(no cluster)").astype(str))
     esc_labels = np.array([esc(preview(u, 60)) for u in label_uniques] or [""], dtype=object)
-    in_trace_name = color_by == "cluster"  # the trace name already carries the label
-    hover = np.full(n, "", dtype=object) if in_trace_name else esc_labels[label_codes]
-    prev = df["preview"].to_numpy()[sample]
-    sampled = np.array([esc(preview(p, 80)) for p in prev], dtype=object)
-    hover[sample] = sampled if in_trace_name else hover[sample] + "<br>" + sampled
-    name_tpl = "<b>%{fullData.name}</b><br>" if in_trace_name else ""
+    cid = df["cluster_id"].fillna(-1).astype(np.int64).to_numpy()
+    prev = df["preview"].to_numpy()
+    hover = np.full(n, "", dtype=object)
+    rows = np.flatnonzero(sampled)
+    hover[rows] = [f"<b>{c}: {esc_labels[label_codes[r]]}</b><br>{esc(preview(prev[r], 80))}"
+                   for r, c in zip(rows, cid[rows])]
     doc_idx = df["doc_idx"].to_numpy()
     x, y = df["x"].to_numpy(), df["y"].to_numpy()
     fig = go.Figure()
     curves: list[np.ndarray] = []
     marker_size = 4 if n < 20_000 else 2.5
+    pruned = df["state"].fillna("").to_numpy() == "pruned" if "state" in df else np.zeros(n, bool)
 
-    def add(mask, name, color=None, **marker):
-        fig.add_trace(go.Scattergl(
-            x=x[mask], y=y[mask], mode="markers", name=esc(preview(name, 40)), hovertext=hover[mask],
-            hovertemplate=name_tpl + "%{hovertext}<extra></extra>",
-            marker=dict(size=marker_size, color=color, opacity=0.75, **marker)))
-        curves.append(doc_idx[mask])
+    def add(mask, name, color, group=None, extra_tpl="", **marker):
+        """Two traces: the hover sample with previews, the rest with only their cluster id (from
+        customdata, a compact typed array) so 1M-point payloads stay small."""
+        for with_preview in (True, False):
+            m = mask & (sampled if with_preview else ~sampled)
+            if not m.any():
+                continue
+            col = color[m] if isinstance(color, np.ndarray) else color
+            mk = dict(size=marker_size, color=col, opacity=0.75, **marker)
+            if not with_preview and "colorbar" in mk and mask[sampled].any():
+                mk["showscale"] = False  # one colour bar per pair
+            common = dict(x=x[m], y=y[m], mode="markers", name=esc(preview(name, 60)), legendgroup=group or name,
+                          marker=mk)
+            if with_preview:
+                fig.add_trace(go.Scattergl(**common, hovertext=hover[m],
+                                           hovertemplate="%{hovertext}" + extra_tpl + "<extra></extra>"))
+            else:
+                fig.add_trace(go.Scattergl(**common, customdata=cid[m], showlegend=not mask[sampled].any(),
+                                           hovertemplate="cluster %{customdata}" + extra_tpl + "<extra></extra>"))
+            curves.append(doc_idx[m])
 
     if color_by == "quality":
         q = df["quality"].fillna(0).to_numpy()
-        fig.add_trace(go.Scattergl(
-            x=x, y=y, mode="markers", name="documents", hovertext=hover,
-            hovertemplate="%{hovertext}<br>quality %{marker.color:.3f}<extra></extra>",
-            marker=dict(size=marker_size, color=q, colorscale="Viridis", cmin=0, cmax=1, opacity=0.8,
-                        colorbar=dict(title="quality", thickness=12))))
-        curves.append(doc_idx)
-    else:
-        if color_by == "cluster":
-            key = df["cluster_id"].fillna(-1).astype(np.int64).astype(str)
-            firsts = df.drop_duplicates("cluster_id")
-            names = {str(int(c)) if c == c else "-1": f"{int(c)}: {lbl}" if c == c else "no cluster"
-                     for c, lbl in zip(firsts["cluster_id"], firsts["label"].fillna(""))}
+        add(np.ones(n, bool), "documents", q, extra_tpl="<br>quality %{marker.color:.3f}", colorscale="Viridis",
+            cmin=0, cmax=1, colorbar=dict(title="quality", thickness=12))
+    elif color_by == "cluster":
+        if "cluster_rank" in df:
+            rank = df["cluster_rank"].fillna(-1).astype(np.int64).to_numpy()
         else:
-            key = df[color_by].fillna("(none)").astype(str)
-            names = {}
+            known = np.unique(cid[cid >= 0])
+            rank = np.where(cid >= 0, np.searchsorted(known, cid), -1)
+        # Colour by number through a stepped colour scale: plotly validates a numeric typed array at
+        # once, while 50k+ colour strings are checked one by one (seconds) and weigh more on the wire.
+        palette = distinct_colors(int(rank.max()) + 1 if n else 1) + [PRUNED_COLOR]
+        k = len(palette)
+        scale = [[edge, c] for i, c in enumerate(palette) for edge in (i / k, (i + 1) / k)]
+        colors = np.where(rank >= 0, rank, k - 1).astype(np.float32) + 0.5
+        active = ~pruned
+        if active.any():
+            add(active, f"{len(np.unique(cid[active])):,} clusters", colors, group="clusters",
+                colorscale=scale, cmin=0, cmax=k, showscale=False)
+        if pruned.any():
+            pc, first = np.unique(cid[pruned], return_index=True)
+            big = np.argsort(-np.bincount(np.searchsorted(pc, cid[pruned])), kind="stable")[:3]
+            names = [f"{pc[j]}: {preview(df['label'].iloc[np.flatnonzero(pruned)[first[j]]] or '', 30)}" for j in big]
+            add(pruned, f"pruned ({len(pc)}): " + ", ".join(names) + (", …" if len(pc) > 3 else ""),
+                PRUNED_COLOR, group="pruned")
+        # labels at the centres of the largest clusters, as annotations (not traces: they hold no documents)
+        notes = []
+        for c in pd.Series(cid).value_counts().index[:max_labels] if n else []:
+            m = cid == c
+            lbl = esc(preview(label_uniques[label_codes[np.flatnonzero(m)[0]]], 28))  # cut, then escape
+            notes.append(dict(x=float(np.median(x[m])), y=float(np.median(y[m])), text=f"{c}: {lbl}",
+                              showarrow=False, font=dict(size=10, color="#222222"), bgcolor="rgba(255,255,255,0.6)"))
+        fig.update_layout(annotations=notes)
+    else:
+        key = df[color_by].fillna("(none)").astype(str)
         counts = key.value_counts()
         top = list(counts.index[:max_categories])
         if len(counts) > max_categories:
             key = key.where(key.isin(top), "(other)")
             top.append("(other)")
         keys = key.to_numpy()
-        pruned = df["state"].fillna("").to_numpy() == "pruned" if "state" in df else np.zeros(n, bool)
+        palette = distinct_colors(len(top))
         for i, k in enumerate(top):
-            mask = keys == k
-            name = names.get(k, k)
-            if color_by == "cluster" and pruned[mask].all() and mask.any():
-                add(mask, f"{name} (pruned)", "#BBBBBB")
-            else:
-                add(mask, name, PALETTE[i % len(PALETTE)])
+            add(keys == k, k, palette[i], group=f"cat-{i}")
     if highlight:
         mask = np.isin(doc_idx, np.asarray(highlight))
         if mask.any():
             rows = np.flatnonzero(mask)
             ring_hover = [f"{esc_labels[label_codes[r]]}<br>{esc(preview(p, 80))}" if i < hover_max
                           else esc_labels[label_codes[r]]
-                          for i, (r, p) in enumerate(zip(rows, df["preview"].to_numpy()[rows]))]
+                          for i, (r, p) in enumerate(zip(rows, prev[rows]))]
             fig.add_trace(go.Scattergl(
                 x=x[mask], y=y[mask], mode="markers", name="text matches", hovertext=ring_hover,
                 hovertemplate="%{hovertext}<extra></extra>",
@@ -268,3 +363,23 @@ def selected_doc_idx(event, curves: list[np.ndarray]) -> list[int]:
             continue
         out.add(int(curves[c][i]))
     return sorted(out)
+
+
+def selection_shapes(event) -> tuple[list[tuple[list[float], list[float]]], list[tuple[float, float, float, float]]]:
+    """The lasso polygons ((xs, ys)) and boxes ((x0, x1, y0, y1)) of a plotly_chart selection event,
+    in data coordinates."""
+    try:
+        sel = event.selection
+        raw_lassos, raw_boxes = sel.get("lasso") or [], sel.get("box") or []
+    except (AttributeError, KeyError, TypeError):
+        return [], []
+    lassos, boxes = [], []
+    for shape in raw_lassos:
+        xs, ys = list(shape.get("x") or []), list(shape.get("y") or [])
+        if len(xs) == len(ys) >= 3:
+            lassos.append(([float(v) for v in xs], [float(v) for v in ys]))
+    for shape in raw_boxes:
+        xs, ys = list(shape.get("x") or []), list(shape.get("y") or [])
+        if len(xs) == len(ys) == 2:
+            boxes.append((float(xs[0]), float(xs[1]), float(ys[0]), float(ys[1])))
+    return lassos, boxes

@@ -19,25 +19,52 @@ if flash := st.session_state.pop("map_flash", None):
 fields = queries.meta_fields(ws)
 gen = st.session_state.setdefault("map_gen", 0)
 
-c1, c2, c3, c4 = st.columns([2, 3, 2, 2])
+c1, c2, c3, c4, c5 = st.columns([2, 3, 2, 2, 2])
 color_options = ["cluster", "quality"] + [f"meta.{f}" for f in fields]
 color_by = c1.selectbox("Colour by", color_options, format_func=lambda s: s.removeprefix("meta."))
 query = c2.text_input("Highlight documents containing", key="map_query", placeholder="e.g. neural network")
 show_pruned = c3.toggle("Show pruned clusters", value=True)
-hover_max = c4.number_input("Hover previews (points)", 1000, 200_000, 20_000, step=5000,
-                            help="Previews are sent for a random sample of this many points; the rest show their label.")
+budget = c4.number_input("Points drawn", 100, 2_000_000, w.MAP_BUDGET, step=5_000,
+                         help="Beyond this many points in view, each cluster is sampled in proportion to its size "
+                              "(at least one point each). Selections still take every document in the lasso.")
+hover_max = c5.number_input("Hover previews (points)", 1000, 200_000, w.MAP_HOVER, step=5000,
+                            help="Previews are sent for a random sample of this many points; the rest show their cluster.")
 
 matches = queries.search_text(ws, query) if query else []
 if query:
     st.caption(f"{len(matches):,} documents contain “{w.md(query)}”" + (" (ringed on the map)" if matches else ""))
 
-(fig, curves), n_shown = w.cached_map_figure(str(ws.root), w.version(ws), tuple(fields), color_by, show_pruned,
-                                             tuple(matches), int(hover_max))
+region = st.session_state.get("map_region")
+(fig, curves), n_drawn, n_view = w.cached_map_figure(
+    str(ws.root), w.version(ws), tuple(fields), color_by, show_pruned, tuple(matches[:20_000]), int(hover_max),
+    int(budget), region)
 event = st.plotly_chart(fig, key=f"map-{gen}", on_select="rerun", selection_mode=("box", "lasso"),
                         config={"scrollZoom": True, "displaylogo": False})
-st.caption(f"{n_shown:,} documents. Drag to lasso-select (box select in the toolbar); double-click to clear.")
+sampled = n_drawn < n_view  # the drawn points are a subset of those in view
+shown = (f"{n_view:,} documents" if not sampled
+         else f"{n_drawn:,} of {n_view:,} documents drawn (a sample per cluster; a selection takes all of them)")
+st.caption(shown + (" in the zoomed region" if region else "")
+           + ". Drag to lasso-select (box select in the toolbar); double-click to clear.")
 
-selected = w.selected_doc_idx(event, curves)
+lassos, boxes = w.selection_shapes(event)
+if sampled and (lassos or boxes):
+    # The drawn points are a sample: the selection is every document inside the drawn shapes.
+    selected = w.cached_docs_in_region(str(ws.root), w.version(ws), tuple((tuple(a), tuple(b)) for a, b in lassos),
+                                       tuple(boxes), show_pruned, region)
+else:
+    selected = w.selected_doc_idx(event, curves)
+z1, z2 = st.columns(2)
+if (lassos or boxes) and z1.button("Zoom to the selection", help="Redraws only this region, at full resolution "
+                                   "when it holds at most the drawn-points budget."):
+    xs = [v for a, _ in lassos for v in a] + [v for b in boxes for v in b[:2]]
+    ys = [v for _, a in lassos for v in a] + [v for b in boxes for v in b[2:]]
+    st.session_state["map_region"] = (min(xs), max(xs), min(ys), max(ys))
+    st.session_state["map_gen"] = gen + 1
+    st.rerun()
+if region and z2.button("Show the whole map"):
+    st.session_state.pop("map_region", None)
+    st.session_state["map_gen"] = gen + 1
+    st.rerun()
 if not selected and matches and st.toggle("Use the text matches as the selection", key="map_use_matches"):
     selected = matches
 if not selected:

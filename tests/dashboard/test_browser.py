@@ -161,6 +161,61 @@ def test_map_draws_its_points(server, page):
     no_exception(page)
 
 
+def test_lasso_on_a_sampled_map_takes_every_document_inside(server, page):
+    """With fewer points drawn than mapped, a lasso stands for every document inside it, not only
+    the drawn ones; making a cluster from it moves exactly those documents."""
+    import re
+
+    url, ws = server
+    goto(page, url, "map")
+    n = queries.corpus_overview(ws)["map_points"]
+    budget = page.get_by_role("spinbutton", name="Points drawn")
+    budget.fill("100")
+    budget.press("Enter")
+    wait_idle(page)
+    page.get_by_text(f"100 of {n:,} documents drawn").wait_for()
+    page.wait_for_function("""() => {
+        const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+        return gd && gd._fullData && gd.querySelector('canvas')
+            && gd._fullData.reduce((s, t) => s + (t.x ? t.x.length : 0), 0) === 100; }""")
+    has_lasso = """() => {
+        const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+        return !!(gd && gd.layout.selections && gd.layout.selections.length); }"""
+    corners = [(0.03, 0.03), (0.55, 0.03), (0.55, 0.97), (0.03, 0.97), (0.03, 0.04)]
+    for _ in range(4):  # under load the chart may still be re-rendering when the first drag starts
+        time.sleep(0.5)
+        area = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+        page.mouse.move(area["x"] + area["width"] * 0.03, area["y"] + area["height"] * 0.03)
+        page.mouse.down()
+        for fx, fy in corners[1:]:
+            page.mouse.move(area["x"] + area["width"] * fx, area["y"] + area["height"] * fy, steps=6)
+        page.mouse.up()
+        try:
+            page.wait_for_function(has_lasso, timeout=5000)
+            break
+        except sync_api.TimeoutError:
+            continue
+    drawn = page.evaluate("""() => {
+        const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+        const inside = gd.data.reduce((s, t) => s + (t.selectedpoints ? t.selectedpoints.length : 0), 0);
+        return {path: gd.layout.selections[0].path, inside}; }""")
+    xs, ys = zip(*[map(float, v.split(",")) for v in drawn["path"].strip("MZ").split("L")])
+    expected = queries.map_docs_in_region(ws, lassos=[(list(xs), list(ys))])
+    heading = page.get_by_role("heading", name=re.compile(r"Selection: [\d,]+ documents"))
+    heading.wait_for()
+    count = int(re.search(r"([\d,]+) documents", heading.inner_text()).group(1).replace(",", ""))
+    assert count == len(expected) > drawn["inside"] > 0
+    shot(page, "map-lasso-sampled")
+    page.get_by_label("Label for a new cluster").fill("lassoed in browser")
+    page.get_by_role("button", name="Make a new cluster from the selection").click()
+    page.get_by_text("Created cluster").wait_for()
+    wait_idle(page)
+    no_exception(page)
+    cid = ws.scalar("SELECT cluster_id FROM clusters WHERE label = 'lassoed in browser'")
+    moved = ws.query_df(f"SELECT doc_idx FROM doc_clusters WHERE cluster_id = {int(cid)}")["doc_idx"]
+    assert sorted(moved) == expected
+
+
 def test_hostile_document_is_plain_text(server, page):
     url, _ = server
     goto(page, url, "map")
