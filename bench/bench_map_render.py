@@ -40,6 +40,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perf import emit  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -180,6 +182,9 @@ def bench_size(p, work: Path, n: int, k: int, repeats: int) -> dict:
     print(f"figure page ({n_drawn:,}) : {f:.2f}s  ({', '.join(f'{x:.2f}' for x in figure)})")
     print(f"Map page               : cold {cold:.2f}s, warm {warm:.2f}s  (all: {', '.join(f'{x:.2f}' for x in dash)})")
     print(f"ratio ours/bare warm {warm / b:.2f}x (cold {cold / b:.2f}x); ours/figure warm {warm / f:.2f}x")
+    emit("bench_map_render.py", "Map page ready in headless Chromium, warm",
+         f"{n:,} map points, {k} clusters (synthetic coordinates), {n_drawn:,} drawn", f"{warm:.1f} s",
+         f"bare plotly Scattergl page of all {n:,} points {b:.1f} s", f"{warm / b:.2f}x")
     return {"points": n, "clusters": k, "drawn": n_drawn, "figure_json_mb": ours_json / 1e6,
             "bare_html_mb": pages["bare"].stat().st_size / 1e6, "server_cold_s": t_server,
             "bare_s": bare, "figure_s": figure, "dashboard_s": dash, "bare_median_s": b, "figure_median_s": f,

@@ -19,10 +19,12 @@ HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 ROWS = HERE / "perf_rows.json"  # committed: the table stays whole when one benchmark is re-run
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
+# Benchmarks run more than once, with these arguments (default: once, with none).
+RUNS = {"bench_embed.py": [[], ["--backends"]]}
 
 
-def run(script: Path) -> tuple[int, list[dict]]:
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
+def run(script: Path, extra: list[str]) -> tuple[int, list[dict]]:
+    proc = subprocess.Popen([sys.executable, str(script), *extra], cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
     rows = []
     for line in proc.stdout:
         print(line, end="", flush=True)
@@ -60,9 +62,13 @@ def main() -> int:
     kept = json.loads(ROWS.read_text()) if ROWS.exists() else {}
     failed = []
     for script in scripts:
-        print(f"\n=== {script.name}", flush=True)
-        code, rows = run(script)
-        if code != 0:
+        rows, ok = [], True
+        for extra in RUNS.get(script.name, [[]]):
+            print(f"\n=== {script.name} {' '.join(extra)}", flush=True)
+            code, got = run(script, extra)
+            ok = ok and code == 0
+            rows += got
+        if not ok:
             failed.append(script.name)
         elif rows:
             kept[script.name] = rows
