@@ -208,8 +208,9 @@ class SearchConfig:
     n_pool_samples: int = opt(4000, "Dirichlet samples per round that candidates are drawn from (plus local perturbations of the best runs).")
     pool_min: int = opt(128, "Unused since the optimised proposals; kept so configs of older searches still load.")
     regmix_top_k: int = opt(128, "RegMix's final mixture is the mean of its top-k predicted mixtures.")
-    executor: str = opt("local", "local (sequential), process (a local process pool) or ray.")
-    workers: int = opt(2, "Parallel proxy runs for the process and ray executors.")
+    executor: str = opt("auto", "auto: a round of several n-gram proxies runs on a process pool of `workers` when a core is idle (1-minute load average), the pool started once (~4 s) and kept across the search's rounds; everything else (GPT rounds, which batch instead and use every core through torch) in this process. local (sequential), process (a local process pool) or ray. Threads were measured too and gain no more than processes: see bench/bench_proxy.py --only ngram-round.")
+    workers: int = opt(2, "Parallel proxy runs for the process and ray executors, and for auto's n-gram rounds.")
+    batch_proxies: int = opt(4, "GPT proxies of one round trained together as one stacked model (the same seeds, so the same init and data windows; scores equal to ~1e-5); 1 trains them one at a time. A group starts and finishes as a whole, so a cancel waits for the group in flight. Measured on 2 shared CPU cores at the default size: the same CPU time as one at a time (ratio ~1.0; the model is already matmul-bound there); the expected gain is on GPUs, where a small proxy is bound by kernel launches (not yet measured).")
     seed: int = opt(0, "Random seed for sampling and proxies.")
 
 

@@ -1,4 +1,5 @@
-"""Where proxy jobs run: in this process, a local process pool, or Ray; chosen by `search.executor`.
+"""Where proxy jobs run: in this process, a local process pool, or Ray; chosen by `search.executor`
+(`auto`: a pool for n-gram rounds, this process otherwise).
 
 Every executor has one method, `submit_all(fn, jobs, on_start=None, should_stop=None)`, yielding
 `(job, result)` as jobs finish, where `result` is the exception when the job failed (a raise, a
@@ -187,13 +188,76 @@ class RayExecutor:
         pass
 
 
-def make_executor(search_cfg) -> LocalExecutor | ProcessExecutor | RayExecutor:
+def _idle_cores() -> float:
+    """Cores not busy over the last minute (1-minute load average; this process's own run counts)."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform: assume the cores are ours
+        return float(os.cpu_count() or 1)
+    return (os.cpu_count() or 1) - load
+
+
+class AutoExecutor:
+    """`search.executor = auto`: a round of several n-gram proxies (the real objective) runs on a
+    process pool of `workers`, everything else in this process.
+
+    An n-gram proxy is numpy on one core for ~1-2 s, so a round of them leaves the other cores idle;
+    the pool is started on the first such round and kept until `close`, so its start (spawn, imports,
+    the tokenizer and targets each worker loads once) is paid once per search, not per round. GPT
+    rounds stay here: torch already uses every core, and they are batched instead (engine). Any
+    other objective (tests' synthetic ones) runs here too, so its semantics are the local ones."""
+
+    def __init__(self, workers: int):
+        import os
+
+        self.workers = max(1, min(int(workers), os.cpu_count() or 1))
+        self._local = LocalExecutor()
+        self._pool = ProcessExecutor(self.workers) if self.workers > 1 else None
+        self._last: tuple | None = None
+
+    def parallel_for(self, fn: Callable, jobs: list) -> bool:
+        """Whether this round goes to the pool: the real objective, n-gram proxies only, at least two,
+        and a core idle for the second worker (once the pool is up it is kept either way). The
+        answer is kept for the next submit_all of the same jobs, so the engine (which marks runs
+        differently for a sequential round) and the executor cannot disagree when the load moves."""
+        self._last = ((id(fn), tuple(map(id, jobs))), self._decide(fn, jobs))
+        return self._last[1]
+
+    def _decide(self, fn: Callable, jobs: list) -> bool:
+        if self._pool is None or len(jobs) < 2:
+            return False
+        from climb_core.proxy.job import run_proxy_job
+
+        if fn is not run_proxy_job or any(getattr(getattr(j, "proxy", None), "kind", None) != "ngram" for j in jobs):
+            return False
+        # On cores that other work already fills a second process only splits this search's share:
+        # measured 0.8-1.0x at a load of ~10 on 2 cores (bench/bench_proxy.py --only ngram-round).
+        return self._pool._pool is not None or _idle_cores() >= 1.0
+
+    def submit_all(self, fn: Callable, jobs: Iterable, on_start: Callable | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, Result]]:
+        jobs = list(jobs)
+        last, self._last = self._last, None
+        parallel = last[1] if last is not None and last[0] == (id(fn), tuple(map(id, jobs))) else self._decide(fn, jobs)
+        chosen = self._pool if parallel else self._local
+        yield from chosen.submit_all(fn, jobs, on_start=on_start, should_stop=should_stop)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+
+def make_executor(search_cfg) -> LocalExecutor | AutoExecutor | ProcessExecutor | RayExecutor:
     """The executor named by `search_cfg.executor` with `search_cfg.workers` parallel jobs."""
     name = (search_cfg.executor or "local").lower()
     if name == "local":
         return LocalExecutor()
+    if name == "auto":
+        return AutoExecutor(search_cfg.workers)
     if name == "process":
         return ProcessExecutor(search_cfg.workers)
     if name == "ray":
         return RayExecutor(search_cfg.workers)
-    raise ExecutorError(f"unknown search.executor {search_cfg.executor!r}; use local, process or ray")
+    raise ExecutorError(f"unknown search.executor {search_cfg.executor!r}; use auto, local, process or ray")

@@ -73,7 +73,13 @@ def run_proxy_job(job: ProxyJob) -> ProxyResult:
     # From here on no DuckDB connection is open: training reads only the memmaps.
     data = MixtureData.from_token_files(files, job.cluster_ids, job.weights, ctx["tokenizer"].get_vocab_size())
     proxy = train_proxy(job.proxy, data, job.seed)
+    result = _result(job, proxy, ctx)
+    result.wall_s = time.perf_counter() - t0
+    return result
 
+
+def _result(job: ProxyJob, proxy, ctx: dict[str, Any]) -> ProxyResult:
+    """A trained proxy scored on the job's targets (wall_s left to the caller)."""
     from climb_core.targets import evaluate_targets
 
     score, scores = evaluate_targets(proxy, ctx["targets"], job.targets)
@@ -81,4 +87,4 @@ def run_proxy_job(job: ProxyJob) -> ProxyResult:
         raise RuntimeError(f"proxy run {job.run_id} scored {score}; the proxy diverged (lower proxy.learning_rate)")
     return ProxyResult(run_id=job.run_id, score=float(score), scores={k: float(v) for k, v in scores.items()},
                        loss_curve=[float(x) for x in proxy.loss_curve], epochs=proxy.epochs,
-                       tokens=int(proxy.tokens_seen), wall_s=time.perf_counter() - t0, host=socket.gethostname())
+                       tokens=int(proxy.tokens_seen), host=socket.gethostname())

@@ -166,6 +166,20 @@ def _device(name: str) -> str:
     return name
 
 
+def lr_schedule(cfg: ProxyConfig) -> tuple[int, Callable[[int], float]]:
+    """Optimiser steps for cfg.tokens, and the learning rate at each: linear warm-up, cosine down to 10%."""
+    steps = max(1, cfg.tokens // (cfg.batch_size * cfg.block_size))
+    warmup = int(cfg.warmup_frac * steps)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return cfg.learning_rate * (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return steps, lr_at
+
+
 def _train_gpt(cfg: ProxyConfig, data: MixtureData, seed: int) -> TrainedProxy:
     import torch
 
@@ -185,14 +199,7 @@ def _train_gpt(cfg: ProxyConfig, data: MixtureData, seed: int) -> TrainedProxy:
     model = GPT(GPTConfig(vocab_size=vocab, block_size=cfg.block_size, n_layer=cfg.n_layer,
                           n_head=cfg.n_head, n_embd=cfg.n_embd)).to(device)
     opt = model.configure_optimizer(cfg.weight_decay, cfg.learning_rate, (0.9, 0.95))
-    steps = max(1, cfg.tokens // (cfg.batch_size * cfg.block_size))
-    warmup = int(cfg.warmup_frac * steps)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return cfg.learning_rate * (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))  # down to 10%
+    steps, lr_at = lr_schedule(cfg)
 
     # At most ~100 points: the curve is stored with every run.
     every = math.ceil(steps / 100)

@@ -402,7 +402,15 @@ def _default_objective():
 
 
 def _train_round(ctx: _Context, executor, fn, rnd: int, label: str, bar) -> bool:
-    """Train a round's pending runs. Returns True if the search was cancelled meanwhile."""
+    """Train a round's pending runs. Returns True if the search was cancelled meanwhile.
+
+    With the real objective and GPT proxies, the round's runs go out in groups (search.batch_proxies)
+    that `climb_core.proxy.batched.run_proxy_group` trains as one stacked model; each group is one
+    job to the executor, so a pool trains groups in parallel and a cancel lets the groups in flight
+    finish. Every run is still recorded on its own."""
+    from climb_core.executors import AutoExecutor
+    from climb_core.proxy import batched
+
     ws, search_id = ctx.ws, ctx.search_id
     runs = search_runs(ws, search_id)
     runs = runs[runs["round"] == rnd]
@@ -412,25 +420,42 @@ def _train_round(ctx: _Context, executor, fn, rnd: int, label: str, bar) -> bool
     if not pending:
         return False
     jobs = [_make_job(ctx, r) for r in pending]
-    sequential = isinstance(executor, LocalExecutor)
+    cap = int(getattr(ctx.config.search, "batch_proxies", 1) or 1)
+    if fn is _default_objective() and cap > 1 and len(jobs) > 1 and batched.batchable(ctx.config.proxy):
+        # auto runs GPT groups in this process, one after another: no worker to feed but this one.
+        parallel = 1 if isinstance(executor, (LocalExecutor, AutoExecutor)) else getattr(executor, "workers", 1)
+        units = batched.group_jobs(jobs, cap, parallel)
+        unit_fn = batched.run_proxy_group
+    else:
+        units, unit_fn = jobs, fn
+    grouped = unit_fn is not fn
+    sequential = not grouped and (isinstance(executor, LocalExecutor) or
+                                  (isinstance(executor, AutoExecutor) and not executor.parallel_for(fn, jobs)))
 
-    def on_start(job):
-        if sequential and job is not jobs[0]:
+    def on_start(unit):
+        if sequential and unit is not units[0]:
             return  # marked by the previous run's _record
         with ws.connect() as con:
-            _mark_running(con, search_id, job.run_id)
+            for job in (unit if grouped else [unit]):
+                _mark_running(con, search_id, job.run_id)
 
-    following = {a.run_id: b.run_id for a, b in zip(jobs, jobs[1:])} if sequential else {}
+    following = {a.run_id: b.run_id for a, b in zip(units, units[1:])} if sequential else {}
     cancelled = False
     # A cancel stops new runs from starting; runs in flight finish and are recorded.
-    gen = executor.submit_all(fn, jobs, on_start=on_start, should_stop=lambda: cancelled)
+    gen = executor.submit_all(unit_fn, units, on_start=on_start, should_stop=lambda: cancelled)
     try:
-        for job, result in gen:
-            done_round += 1
-            status = _record(ws, search_id, job, result, f"{label}: {done_round}/{n_round} runs done",
-                             following.get(job.run_id))
-            bar.update(1)
-            cancelled = cancelled or status in ("cancelling", "cancelled")
+        for unit, outcome in gen:
+            if grouped:
+                # A whole group's failure (a killed worker) is every one of its runs' failure.
+                pairs = list(zip(unit, outcome if isinstance(outcome, list) else [outcome] * len(unit)))
+            else:
+                pairs = [(unit, outcome)]
+            for job, result in pairs:
+                done_round += 1
+                status = _record(ws, search_id, job, result, f"{label}: {done_round}/{n_round} runs done",
+                                 following.get(job.run_id))
+                bar.update(1)
+                cancelled = cancelled or status in ("cancelling", "cancelled")
     finally:
         gen.close()
     return cancelled
