@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from climb_core.config import ProxyConfig, TargetSpec  # noqa: E402
+from perf import emit  # noqa: E402
 from climb_core.proxy.train import MixtureData, train_proxy  # noqa: E402
 from climb_core.targets import evaluate_targets, load_targets  # noqa: E402
 from climb_core.tokens import eot_id, train_tokenizer  # noqa: E402
@@ -126,6 +127,10 @@ def bench_batched(args, paths, vocab) -> None:
         print(f"  group of {group}: stacked {np.median(bat_tps):,.0f} tokens/s ({np.median(bat_tps) / tokens:.3f} proxies/s)"
               f"   one after another {np.median(seq_tps):,.0f} tokens/s")
         print(f"    ratio stacked/sequential, wall: {_median_spread(ratios)}; CPU time: {_median_spread(cpu_ratios)}")
+        emit("bench_proxy.py", f"batched GPT proxies, group of {group} (stacked)",
+             f"{tokens:,} tokens per proxy, {cfg.n_layer}x{cfg.n_embd} GPT", f"{np.median(bat_tps):,.0f} tokens/s",
+             f"one after another {np.median(seq_tps):,.0f} tokens/s",
+             f"{_median_spread(ratios)} wall, {_median_spread(cpu_ratios)} CPU")
     if args.skip_vmap:
         return
     # torch.func: the GPT module itself, vmapped over stacked parameters; one training step timed.
@@ -241,6 +246,9 @@ def bench_ngram_round(args, tmp: Path, paths) -> None:
     print(f"  2 processes: {n / np.median(proc):.2f} proxies/s   ratio processes/1 "
           f"{_median_spread([a / b for a, b in zip(one, proc)])}")
     print(f"  2 processes, pool start counted once in a round: ratio {np.median(one) / (np.median(proc) + start_s):.2f}")
+    emit("bench_proxy.py", f"n-gram round of {n} proxies on 2 worker processes",
+         f"{args.ngram_tokens:,} training tokens each, order 3", f"{n / np.median(proc):.2f} proxies/s",
+         f"1 process {n / np.median(one):.2f} proxies/s", f"{_median_spread([a / b for a, b in zip(one, proc)])}")
 
 
 def _worker_init(threads: int, init: tuple) -> None:
@@ -312,10 +320,15 @@ def main() -> int:
         print(f"  train_proxy: {ours:,.0f} tokens/s ({ours_s:.1f} s)   bare loop: {bare:,.0f} tokens/s ({bare_s:.1f} s)"
               f"   ratio ours/bare: {ours / bare:.2f}")
         print(f"  loss {proxy.loss_curve[0]:.2f} -> {proxy.loss_curve[-1]:.2f}")
+        emit("bench_proxy.py", f"GPT proxy training, {proxy.n_params:,} parameters, {args.threads} threads",
+             f"{proxy.tokens_seen:,} tokens", f"{ours:,.0f} tokens/s", f"bare nanoGPT-style loop {bare:,.0f} tokens/s",
+             f"{ours / bare:.2f}x")
+        gpt_total = float("nan")
         if not args.skip_gpt_scoring:
             t0 = time.perf_counter()
             score, _ = evaluate_targets(proxy, targets, specs)
             dt = time.perf_counter() - t0
+            gpt_total = ours_s + dt
             print(f"  scoring {n_items} MC items ({n_score_tokens:,} tokens): {dt:.1f} s "
                   f"({n_score_tokens / dt:,.0f} tokens/s), score {score:.3f}")
 
@@ -330,6 +343,10 @@ def main() -> int:
         print(f"n-gram order {ng.ngram_order}: train on {proxy.tokens_seen:,} tokens {train_s:.2f} s, "
               f"score {n_items} MC items ({n_score_tokens:,} tokens) {score_s:.2f} s, total {train_s + score_s:.2f} s, "
               f"score {score:.3f}")
+        emit("bench_proxy.py", f"n-gram proxy, order {ng.ngram_order}, train + score {n_items} MC items",
+             f"{proxy.tokens_seen:,} tokens", f"{train_s:.2f} s + {score_s:.2f} s",
+             f"the GPT above, trained and scored: {gpt_total:.1f} s",
+             f"{gpt_total / (train_s + score_s):.0f}x faster per proxy")
     return 0
 
 
