@@ -37,12 +37,14 @@ DEFAULT_STRATEGIES = ["climb", "regmix", "random"]
 
 
 SETS: list[str] = []  # --set overrides, part of climb's label
+TAG: list[str] = []   # --tag: a name for a code variant, part of climb's label (so it is not read from cache)
 
 
 def _label(strategy: str, predictor: str, split: str = "") -> str:
     if strategy != "climb":
         return strategy
-    return f"climb:{predictor}" + (f"@{split}" if split else "") + "".join(f"[{s}]" for s in SETS)
+    return (f"climb:{predictor}" + (f"@{split}" if split else "") + "".join(f"[{s}]" for s in SETS)
+            + "".join(f"#{t}" for t in TAG))
 
 
 def _done_keys() -> dict[tuple, dict]:
@@ -95,15 +97,21 @@ def main() -> None:
                     "(default: the configured one)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for climb searches, appended to their label (an ablation)")
+    ap.add_argument("--tag", default="", help="name of a code variant of climb, appended to its label: results of "
+                    "a changed search are then run, not read from the cache of the old one")
+    ap.add_argument("--cache", default=str(CACHE), help="folder of the built workspace (a copy lets two runs go at once)")
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
 
     SETS.extend(args.set)
+    if args.tag:
+        TAG.append(args.tag)
     extra = dict(item.split("=", 1) for item in args.set)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.fresh and OUT.exists():
         OUT.unlink()
-    ws = build_workspace(CACHE)
+    cache = Path(args.cache)
+    ws = build_workspace(cache)
     base = pipeline_config()
     done = _done_keys()
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -116,10 +124,10 @@ def main() -> None:
                 runs.append((strategy, predictor, split))
     n_docs = ws.table_count("documents")
     n_clusters = ws.scalar("SELECT count(*) FROM clusters WHERE state = 'active'")
-    print(f"data: {n_docs} documents from {CACHE / 'corpus.jsonl'}, {n_clusters} active clusters; "
+    print(f"data: {n_docs} documents from {cache / 'corpus.jsonl'}, {n_clusters} active clusters; "
           f"n-gram proxies, {base.proxy.tokens:,} tokens; finals scored on 3 fresh proxy seeds")
     for domain in domains:
-        p = problem(ws, CACHE, domain)
+        p = problem(ws, cache, domain)
         refs = references(p, base)
         ref_scores = {k: score_mixture(p, base, w) for k, w in refs.items()}
         print(f"\n## {domain}: references " + ", ".join(f"{k} {v:.4f}" for k, v in ref_scores.items()), flush=True)
@@ -157,7 +165,7 @@ def summarise(rows: list[dict]) -> None:
             f = [r["fraction"] for r in rows if (r["domain"], r["budget"], r["label"]) == (d, b, lab)]
             if f:
                 means[lab] = float(np.mean(f))
-        c = means.get("climb:auto")
+        c = means.get(_label("climb", "auto"), means.get("climb:auto"))
         if c is None:
             continue
         parts = [f"{lab} {v:.3f}" for lab, v in means.items()]
