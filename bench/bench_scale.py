@@ -5,7 +5,7 @@
 
 The corpora are the shared pool (../shared/data/pool, 32,636 real documents of 8 domains)
 REPLICATED to the requested size: copy r of a document has id `<id>~r<r>`, a `replica` field equal
-to r, and a light perturbation (two neighbouring words swapped at a random place) so that exact
+to r, and a light perturbation (two neighbouring words swapped at a place only that copy uses) so that exact
 dedup keeps it. Replicas are not new text: cluster quality at 1M says nothing beyond the pool's.
 
 Each stage runs as its own `climb <stage>` process (ingest -> embed -> cluster -> refine -> describe
@@ -48,24 +48,30 @@ def pool_records() -> list[dict]:
     return rows
 
 
-def _perturbed(text: str, rng: np.random.Generator) -> str:
-    words = text.split(" ")
-    if len(words) > 2:
-        i = int(rng.integers(0, len(words) - 1))
+def _perturbed(text: str, r: int) -> str:
+    """Copy r >= 1 of `text`, distinct from the original and from every other copy after case and
+    whitespace folding (what exact dedup compares): two differing neighbouring words swapped at a
+    place that only copy r uses (7919 is prime, so r -> 7919 r mod n is one-to-one for r < n), or a
+    marker word where there are too few such places."""
+    words = text.split(" ")   # not split(): newlines and layout stay as they were
+    plain = [bool(w) and len(w.split()) == 1 and w.split()[0] == w for w in words]   # no layout inside
+    swappable = [i for i in range(len(words) - 1)
+                 if plain[i] and plain[i + 1] and words[i].casefold() != words[i + 1].casefold()]
+    if r < len(swappable):
+        i = swappable[(7919 * r) % len(swappable)]
         words[i], words[i + 1] = words[i + 1], words[i]
         return " ".join(words)
-    return text + " ."
+    return f"{text} ~{r}"
 
 
-def write_corpus(path: Path, n: int, pool: list[dict], seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
+def write_corpus(path: Path, n: int, pool: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for i in range(n):
             base = pool[i % len(pool)]
             r = i // len(pool)
             row = {"id": base["id"] if r == 0 else f"{base['id']}~r{r}", "replica": r,
                    "domain": base.get("domain"),
-                   "text": base["text"] if r == 0 else _perturbed(base["text"], rng)}
+                   "text": base["text"] if r == 0 else _perturbed(base["text"], r)}
             out.write(json.dumps(row) + "\n")
 
 
