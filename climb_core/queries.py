@@ -70,7 +70,9 @@ def _with_shown_status(stages: pd.DataFrame) -> pd.DataFrame:
     from climb_core.stages import shown_stage_status
 
     out = stages.drop(columns=["pid", "pid_started"])
-    out["status"] = [shown_stage_status(r.status, r.pid, r.pid_started) for r in stages.itertuples()]
+    # object dtype even for no rows: an empty list would make a float column that "pending" cannot fill.
+    out["status"] = pd.Series([shown_stage_status(r.status, r.pid, r.pid_started) for r in stages.itertuples()],
+                              index=stages.index, dtype=object)
     return out
 
 
