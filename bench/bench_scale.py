@@ -78,8 +78,11 @@ def write_corpus(path: Path, n: int, pool: list[dict]) -> None:
 def run_stage(ws: Path, stage: str, extra: list[str]) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
+    # Output to a file, not a pipe: a long stage's progress bars fill a pipe nobody reads until the
+    # end (64 KB), and the stage then blocks on its next write.
+    log = open(ws.parent / f"{stage}.log", "w+", encoding="utf-8")
     proc = subprocess.Popen([sys.executable, "-m", "climb_core.cli", stage, str(ws), *extra],
-                            cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     root = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
@@ -89,8 +92,10 @@ def run_stage(ws: Path, stage: str, extra: list[str]) -> dict:
         except psutil.Error:
             pass
         time.sleep(0.1)
-    out = proc.stdout.read()
     wall = time.perf_counter() - start
+    log.seek(0)
+    out = log.read()
+    log.close()
     if proc.returncode != 0:
         raise SystemExit(f"`climb {stage}` failed ({proc.returncode}):\n{out[-3000:]}")
     return {"stage": stage, "wall_s": round(wall, 2), "peak_rss_mb": round(peak / 2**20, 1),
