@@ -12,8 +12,8 @@ from climb_core.config import ProxyConfig, TargetSpec
 from climb_core.proxy import batched
 from climb_core.proxy.train import MixtureData, _train_gpt
 from climb_core.proxy.types import ProxyJob, ProxyResult
-from tests.test_proxy import TINY_GPT, _val_docs
-from tests.test_tokens import make_domain_workspace, token_config
+# files, ws: test_proxy's tokenised five-domain workspace, shared rather than built a second way.
+from tests.test_proxy import TINY_GPT, _val_docs, files, ws  # noqa: F401
 
 STEPS = 12
 CFG = ProxyConfig(tokens=STEPS * 16 * 64, **TINY_GPT)
@@ -21,22 +21,6 @@ MIXTURES = [[0.7, 0.1, 0.1, 0.05, 0.05], [0.05, 0.05, 0.1, 0.1, 0.7], [0.2, 0.2,
 SEEDS = [3, 11, 3]  # a repeated seed on another mixture: the seed alone must not fix the data
 TARGETS = [TargetSpec(kind="mc", path="data/eval/arc_easy.jsonl", metric="loglik", max_items=20),
            TargetSpec(kind="text", path="cluster:1", metric="neg_bpb", max_items=4)]
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    from climb_core.tokens import run_tokens
-
-    ws = make_domain_workspace(tmp_path_factory.mktemp("batched") / "ws", per_domain=40)
-    run_tokens(ws, token_config(), progress=False)
-    return ws
-
-
-@pytest.fixture(scope="module")
-def files(ws):
-    from climb_core.tokens import cluster_token_files
-
-    return cluster_token_files(ws)
 
 
 class RecordingData(MixtureData):

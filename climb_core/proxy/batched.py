@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from climb_core.config import ProxyConfig
-from climb_core.proxy.train import MixtureData, ProxyError, TrainedProxy, _device, _gpt_logprobs, lr_schedule
+from climb_core.proxy.train import MixtureData, ProxyError, TrainedProxy, _gpt_logprobs, gpt_runtime, lr_schedule
 from climb_core.proxy.types import ProxyJob, ProxyResult
 
 
@@ -100,11 +100,7 @@ def train_gpt_batched(cfg: ProxyConfig, datas: Sequence[MixtureData], seeds: Seq
     if len(datas) != len(seeds) or not datas:
         raise ProxyError("train_gpt_batched needs one seed per mixture and at least one mixture")
     t0 = time.perf_counter()
-    device = _device(cfg.device)
-    if device == "cpu" and cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device == "cuda")
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=use_bf16)
+    device, autocast = gpt_runtime(cfg)
     P = len(datas)
     vocabs = {d.vocab_size for d in datas}
     if len(vocabs) != 1:

@@ -166,6 +166,17 @@ def _device(name: str) -> str:
     return name
 
 
+def gpt_runtime(cfg: ProxyConfig):
+    """The device a GPT proxy trains on (torch threads set for CPU) and its autocast context (bf16 on CUDA)."""
+    import torch
+
+    device = _device(cfg.device)
+    if device == "cpu" and cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device == "cuda")
+    return device, torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=use_bf16)
+
+
 def lr_schedule(cfg: ProxyConfig) -> tuple[int, Callable[[int], float]]:
     """Optimiser steps for cfg.tokens, and the learning rate at each: linear warm-up, cosine down to 10%."""
     steps = max(1, cfg.tokens // (cfg.batch_size * cfg.block_size))
@@ -186,11 +197,7 @@ def _train_gpt(cfg: ProxyConfig, data: MixtureData, seed: int) -> TrainedProxy:
     from climb_core.proxy.model import GPT, GPTConfig
 
     t0 = time.perf_counter()
-    device = _device(cfg.device)
-    if device == "cpu" and cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device == "cuda")
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=use_bf16)
+    device, autocast = gpt_runtime(cfg)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
 
