@@ -420,7 +420,7 @@ def _train_round(ctx: _Context, executor, fn, rnd: int, label: str, bar) -> bool
     if not pending:
         return False
     jobs = [_make_job(ctx, r) for r in pending]
-    cap = int(getattr(ctx.config.search, "batch_proxies", 1) or 1)
+    cap = max(1, int(ctx.config.search.batch_proxies))
     if fn is _default_objective() and cap > 1 and len(jobs) > 1 and batched.batchable(ctx.config.proxy):
         # auto runs GPT groups in this process, one after another: no worker to feed but this one.
         parallel = 1 if isinstance(executor, (LocalExecutor, AutoExecutor)) else getattr(executor, "workers", 1)
