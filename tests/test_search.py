@@ -191,7 +191,8 @@ def test_ray_executor(ws, monkeypatch):
 
 
 def test_cancel_then_resume(ws):
-    sid = create_search(ws, search_config("random", 6))
+    # record_every_s=0: the cancel is read in the write after each run, so it stops the round at 3.
+    sid = create_search(ws, search_config("random", 6, record_every_s=0))
     s = run_search(ws, sid, objective=cancelling_objective, progress=False)
     assert s.status == "cancelled" and s.n_done == 3
     s = run_search(ws, sid, objective=objective, progress=False)
@@ -199,10 +200,31 @@ def test_cancel_then_resume(ws):
     assert list_searches(ws).set_index("search_id").loc[sid, "n_done"] == 6
 
 
+def interrupting_objective(job) -> ProxyResult:
+    if job.run_id.endswith("-r1-003"):
+        raise KeyboardInterrupt
+    return objective(job)
+
+
+def test_batched_records_reach_disk_on_interrupt(ws):
+    """With writes batched (record_every_s far above a run's time), runs finished before an
+    interrupt are still written, and a resume trains only the rest."""
+    sid = create_search(ws, search_config("random", 6, record_every_s=60))
+    with pytest.raises(KeyboardInterrupt):
+        run_search(ws, sid, objective=interrupting_objective, progress=False)
+    runs = search_runs(ws, sid)
+    assert sorted(runs.loc[runs["status"] == "done", "idx"]) == [0, 1, 2]
+    assert ws.scalar("SELECT status FROM searches WHERE search_id = ?", [sid]) == "cancelled"
+    trained = []
+    s = run_search(ws, sid, objective=lambda job: trained.append(job.run_id) or objective(job), progress=False)
+    assert s.status == "done" and s.n_done == 6 and sorted(r[-3:] for r in trained) == ["003", "004", "005"]
+
+
 @pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(ws, tmp_path):
     """kill -9 mid-round 2 in a subprocess; the resumed search ends with the runs of an uninterrupted one."""
-    cfg = search_config("climb", 14, seed=5)   # rounds of 8, 4, 2
+    # Every run written when it ends (no batching), so not one finished run may be trained twice.
+    cfg = search_config("climb", 14, seed=5, record_every_s=0)   # rounds of 8, 4, 2
     sid = create_search(ws, cfg)
     calls = tmp_path / "calls.txt"
     proc = start_search_worker(ws, sid, calls, 0.4)
