@@ -336,6 +336,7 @@ def _record(ws: Workspace, search_id: str, pairs: list, message: str, next_run_i
     now = _now()
     with ws_tx(ws) as con:
         done = [(job, res) for job, res in pairs if _run_ok(res)]
+        failed = [(job, res) for job, res in pairs if not _run_ok(res)]
         if done:
             con.executemany(
                 """UPDATE proxy_runs SET status = 'done', score = ?, scores_json = ?, loss_curve = ?, epochs_json = ?,
@@ -344,9 +345,7 @@ def _record(ws: Workspace, search_id: str, pairs: list, message: str, next_run_i
                 [[float(r.score), json.dumps(r.scores), [float(x) for x in r.loss_curve],
                   json.dumps({str(k): float(v) for k, v in r.epochs.items()}), int(r.tokens or 0),
                   float(r.wall_s), r.host or socket.gethostname(), now, search_id, job.run_id] for job, r in done])
-        for job, res in pairs:
-            if _run_ok(res):
-                continue
+        for job, res in failed:
             err = res if isinstance(res, BaseException) else ValueError(f"non-finite score: {getattr(res, 'score', None)!r}")
             con.execute("UPDATE proxy_runs SET status = 'failed', error = ?, finished_at = ? WHERE search_id = ? AND run_id = ?",
                         [f"{type(err).__name__}: {err}"[:4000], now, search_id, job.run_id])
@@ -370,19 +369,22 @@ class _Recorder:
         self.status = "running"
         self.last = time.monotonic()
 
-    def add(self, job, result, message: str, next_run_id: str | None) -> str:
+    @property
+    def cancelled(self) -> bool:
+        """A cancel request was seen in the last write."""
+        return self.status in ("cancelling", "cancelled")
+
+    def add(self, job, result, message: str, next_run_id: str | None) -> None:
         self.pending.append((job, result))
         self.message, self.next_run_id = message, next_run_id
         if not _run_ok(result) or time.monotonic() - self.last >= self.every_s:
             self.flush()
-        return self.status
 
-    def flush(self) -> str:
+    def flush(self) -> None:
         if self.pending:
             self.status = _record(self.ws, self.search_id, self.pending, self.message, self.next_run_id)
             self.pending = []
         self.last = time.monotonic()
-        return self.status
 
 
 def _mark_running(con, search_id: str, run_id: str) -> None:
@@ -487,15 +489,14 @@ def _train_round(ctx: _Context, executor, fn, rnd: int, label: str, bar) -> bool
                 pairs = [(unit, outcome)]
             for job, result in pairs:
                 done_round += 1
-                status = recorder.add(job, result, f"{label}: {done_round}/{n_round} runs done",
-                                      following.get(job.run_id))
+                recorder.add(job, result, f"{label}: {done_round}/{n_round} runs done", following.get(job.run_id))
                 bar.update(1)
-                cancelled = cancelled or status in ("cancelling", "cancelled")
+                cancelled = cancelled or recorder.cancelled
     finally:
         gen.close()
         # Also on an interrupt: every finished run reaches the catalogue before the error goes up.
-        status = recorder.flush()
-    return cancelled or status in ("cancelling", "cancelled")
+        recorder.flush()
+    return cancelled or recorder.cancelled
 
 
 def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = None, progress: bool = True) -> SearchSummary:
