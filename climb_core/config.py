@@ -200,6 +200,7 @@ class SearchConfig:
     budget: int = opt(28, "Total proxy runs, verification of the final included, the same for every strategy (the paper: 112). Measured: 28 n-gram runs reach 0.9+ of the best known gain on held-out domain targets, 14 about 0.8.")
     rounds: int = opt(3, "Bootstrap rounds for climb.")
     round_split: list[int] = opt([4, 2, 1], "Relative budget per round (the paper: 4:2:1).")
+    initial_design: str = opt("cover", "climb's first round: cover (Dirichlet draws picked so every cluster gets a large share of its cap in some run; measured on the known-answer benchmark: fewer bad seeds) or random (i.i.d. draws, as in the paper).")
     predictor: str = opt("auto", "Weights -> score model for climb: auto (per round, the best by cross-validation), loglinear, gp or lightgbm.")
     acquisition: str = opt("thompson", "How climb proposes: thompson (each proposal the optimum of one posterior draw) or ei (expected improvement).")
     min_distance: float = opt(0.05, "Proposals in one round stay at least this far apart (L1) from each other and from trained runs.")

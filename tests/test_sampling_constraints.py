@@ -8,7 +8,7 @@ import pytest
 
 from climb_core.config import MixtureConfig
 from climb_core.search.constraints import ConstraintError, Constraints, constraints_for
-from climb_core.search.sampling import natural_mixture, sample_mixtures, uniform_mixture
+from climb_core.search.sampling import covering_subset, natural_mixture, sample_mixtures, uniform_mixture
 
 PRIOR = np.array([0.30, 0.20, 0.15, 0.10, 0.08, 0.07, 0.05, 0.03, 0.015, 0.005])
 IDS = list(range(100, 110))
@@ -94,6 +94,30 @@ def test_concentration_ladder_spreads_sparsity():
     low = sample_mixtures(PRIOR, 500, MixtureConfig(min_concentration=0.1, max_concentration=0.1, **one), np.random.default_rng(2))
     high = sample_mixtures(PRIOR, 500, MixtureConfig(min_concentration=50, max_concentration=50, **one), np.random.default_rng(2))
     assert low.max(axis=1).mean() > high.max(axis=1).mean() + 0.2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_covering_first_round_gives_every_cluster_a_large_share(seed):
+    # Ten clusters, five runs: i.i.d. draws leave some cluster below a third of its cap; the
+    # covering pick reaches half the cap for every cluster, from the same pool, with distinct rows.
+    cfg = MixtureConfig(cap_multiple=4.0)
+    cons = constraints_for(cfg, PRIOR, IDS)
+    pool = sample_mixtures(PRIOR, 4000, cfg, np.random.default_rng(seed), cons)
+    picked = covering_subset(pool, 5, cons.upper, np.random.default_rng(seed))
+    reach = (picked / cons.upper).max(axis=0)
+    assert reach.min() >= 0.5 - 1e-9, np.round(reach, 2)
+    assert len({tuple(r) for r in np.round(picked, 6)}) == 5
+    assert all(not cons.violations(w) for w in picked)
+    iid = (pool[:5] / cons.upper).max(axis=0)
+    assert iid.min() < 0.5
+
+
+def test_covering_starts_over_once_every_cluster_is_covered():
+    pool = np.eye(3).repeat(2, axis=0)  # each one-hot mixture twice
+    picked = covering_subset(pool, 6, np.ones(3), np.random.default_rng(0))
+    assert sorted(picked.argmax(axis=1).tolist()) == [0, 0, 1, 1, 2, 2]
+    first = set(picked[:3].argmax(axis=1).tolist())
+    assert first == {0, 1, 2}
 
 
 def test_fixed_mixtures():

@@ -37,6 +37,7 @@ from climb_core.liveness import Interrupted, process_start, sigterm_raises
 from climb_core.search.acquisition import ACQUISITIONS
 from climb_core.search.constraints import ConstraintError, constraints_for
 from climb_core.search.predictors.select import PREDICTORS
+from climb_core.search.sampling import DESIGNS
 from climb_core.search.strategies import STRATEGIES, Final, Plan, Strategy, plan, round_sizes
 from climb_core.workspace import Workspace, transaction
 
@@ -117,6 +118,8 @@ def _check_config(config: ClimbConfig) -> None:
         raise SearchError(f"unknown search.predictor {s.predictor!r}; use one of {', '.join(PREDICTORS)}")
     if s.acquisition not in ACQUISITIONS:
         raise SearchError(f"unknown search.acquisition {s.acquisition!r}; use one of {', '.join(ACQUISITIONS)}")
+    if s.initial_design not in DESIGNS:
+        raise SearchError(f"unknown search.initial_design {s.initial_design!r}; use one of {', '.join(DESIGNS)}")
     if s.budget < 1:
         raise SearchError("search.budget must be at least 1 proxy run")
 

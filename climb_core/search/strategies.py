@@ -24,7 +24,7 @@ from climb_core.config import ClimbConfig
 from climb_core.search.acquisition import best_mixture, propose
 from climb_core.search.constraints import Constraints
 from climb_core.search.predictors.select import Choice, choose, fit
-from climb_core.search.sampling import natural_mixture, sample_mixtures, uniform_mixture
+from climb_core.search.sampling import covering_subset, natural_mixture, sample_mixtures, uniform_mixture
 
 STRATEGIES = ("climb", "regmix", "random", "uniform", "natural")
 # A probe of this many pool mixtures decides whether a predictor is flat.
@@ -132,10 +132,13 @@ class Strategy:
             return Round(self.cons.project(uniform_mixture(len(self.prior)))[None, :])
         if self.name == "natural":
             return Round(self.cons.project(natural_mixture(self.prior))[None, :])
-        if rnd == 1 or len(y) == 0 or self.name != "climb":
-            # Round 1, or nothing finished to learn from (every earlier run failed): explore.
-            return Round(self.pool(rnd, n))
         s = self.config.search
+        if rnd == 1 and self.name == "climb" and s.initial_design == "cover":
+            return Round(covering_subset(self.pool(rnd, s.n_pool_samples), n, self.cons.upper, self.rng(rnd, 2)))
+        if rnd == 1 or len(y) == 0 or self.name != "climb":
+            # Round 1 (baselines: i.i.d. draws, as their papers do), or nothing finished to learn from
+            # (every earlier run failed): explore.
+            return Round(self.pool(rnd, n))
         pool = self.pool(rnd, s.n_pool_samples)
         choice = choose(s.predictor, X, y, self.config.predictor, probe=pool[:PROBE])
         if choice.fit is None:
