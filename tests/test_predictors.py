@@ -112,3 +112,27 @@ def test_gp_and_lightgbm_proposals_respect_the_constraints(acq):
     for name in ("gp", "lightgbm"):
         prop = propose(fit(name, X, y, PredictorConfig()), X, y, cons, pool, 4, rng, acq)
         assert all(cons.contains(w) for w in prop.weights), name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gp_offset_is_chosen_by_marginal_likelihood(seed):
+    # Scores linear in the weights want a near-linear input map (eps 1); scores linear in
+    # log(w + 0.01) want eps 0.01. A fixed offset would get one of the two wrong.
+    from climb_core.search.predictors.gp import fit_gp_best_eps
+
+    rng = np.random.default_rng(seed)
+    X = rng.dirichlet(np.full(8, 0.3), 24)
+    linear = X[:, 0] + 0.3 * X[:, 1] + rng.normal(0, 0.01, 24)
+    logged = np.log(X[:, 0] + 0.01) + 0.3 * np.log(X[:, 1] + 0.01) + rng.normal(0, 0.05, 24)
+    assert fit_gp_best_eps(X, linear, [0.01, 0.1, 1.0], seed=0).eps == 1.0
+    best = fit_gp_best_eps(X, logged, [0.01, 0.1, 1.0], seed=0)
+    assert best.eps == 0.01 and "marginal likelihood" in best.method
+
+
+def test_only_the_final_fit_searches_the_gp_offset():
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.full(6, 0.3), 20)
+    y = X[:, 0] + rng.normal(0, 0.01, 20)
+    cfg = PredictorConfig()
+    assert fit("gp", X, y, cfg).eps == 0.01
+    assert fit("gp", X, y, cfg, final=True).eps == 1.0

@@ -118,6 +118,10 @@ def _check_config(config: ClimbConfig) -> None:
         raise SearchError(f"unknown search.predictor {s.predictor!r}; use one of {', '.join(PREDICTORS)}")
     if s.acquisition not in ACQUISITIONS:
         raise SearchError(f"unknown search.acquisition {s.acquisition!r}; use one of {', '.join(ACQUISITIONS)}")
+    eps = list(config.predictor.gp_eps) + list(config.predictor.gp_final_eps)
+    if not config.predictor.gp_eps or not config.predictor.gp_final_eps or min(eps) <= 0:
+        raise SearchError(f"predictor.gp_eps and predictor.gp_final_eps need at least one value, each > 0; got "
+                          f"{config.predictor.gp_eps} and {config.predictor.gp_final_eps}")
     if s.initial_design not in DESIGNS:
         raise SearchError(f"unknown search.initial_design {s.initial_design!r}; use one of {', '.join(DESIGNS)}")
     if s.budget < 1:

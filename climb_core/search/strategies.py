@@ -161,7 +161,7 @@ class Strategy:
             w = self.cons.project(pool[top].mean(axis=0))
             return Final(w, float(model.predict(w[None, :])[0]), None,
                          f"mean of the top {len(top)} of {len(pool)} mixtures predicted by LightGBM (RegMix)")
-        choice = choose(s.predictor, X, y, self.config.predictor, probe=pool[:PROBE])
+        choice = choose(s.predictor, X, y, self.config.predictor, probe=pool[:PROBE], final=True)
         if choice.fit is None:
             report = _choice_report(choice, len(y), "no usable predictor: the best trained run", len(self.prior))
             return Final(best, None, None, "best trained run (no usable predictor)", report)

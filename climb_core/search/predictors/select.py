@@ -26,7 +26,8 @@ class PredictorError(ValueError):
     """An unknown predictor name."""
 
 
-def fit(name: str, X, y, cfg: PredictorConfig) -> Fitted:
+def fit(name: str, X, y, cfg: PredictorConfig, final: bool = False) -> Fitted:
+    """`final`: the fit the final mixture is chosen on (the GP then also picks its log offset)."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if len(y) == 0 or np.ptp(y) == 0:
@@ -36,9 +37,9 @@ def fit(name: str, X, y, cfg: PredictorConfig) -> Fitted:
 
         return fit_loglinear(X, y)
     if name == "gp":
-        from climb_core.search.predictors.gp import fit_gp
+        from climb_core.search.predictors.gp import fit_gp_best_eps
 
-        return fit_gp(X, y, seed=cfg.seed, restarts=cfg.gp_restarts)
+        return fit_gp_best_eps(X, y, cfg.gp_final_eps if final else cfg.gp_eps, seed=cfg.seed, restarts=cfg.gp_restarts)
     if name == "lightgbm":
         from climb_core.search.predictors.lightgbm import fit_lightgbm
 
@@ -94,7 +95,8 @@ class Choice:
         return next((q for q in self.qualities if q.name == self.name), None)
 
 
-def choose(requested: str, X, y, cfg: PredictorConfig, probe: np.ndarray | None = None) -> Choice:
+def choose(requested: str, X, y, cfg: PredictorConfig, probe: np.ndarray | None = None,
+           final: bool = False) -> Choice:
     """The predictor for this round: the requested one, or under `auto` the best by CV.
 
     Candidates are always cross-validated and reported, so a user who forced one predictor can see
@@ -110,7 +112,7 @@ def choose(requested: str, X, y, cfg: PredictorConfig, probe: np.ndarray | None 
     for name in names:
         if len(y) < MIN_POINTS[name]:
             continue
-        fits[name] = fit(name, X, y, cfg)
+        fits[name] = fit(name, X, y, cfg, final=final)
         qualities.append(cross_validate(name, X, y, cfg, probe, full=fits[name]))
     by_name = {q.name: q for q in qualities}
     if requested != "auto":
