@@ -80,6 +80,7 @@ STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
         ("--cap-multiple", "mixture.cap_multiple", float, "cap per cluster as a multiple of its prior"),
         ("--predictor", "search.predictor", str, "auto (best by cross-validation each round), loglinear, gp or lightgbm"),
         ("--acquisition", "search.acquisition", str, "thompson or ei"),
+        ("--initial-design", "search.initial_design", str, "climb's first round: cover (every cluster tried at a large share) or random"),
         ("--verify-seeds", "search.verify_seeds", int, "training runs of the final mixture (in the budget)"),
         ("--min-weight", "mixture.min_weight", float, "every weight is 0 or at least this"),
         ("--max-epochs", "mixture.max_epochs", float, "repetition cap: epochs per cluster at --final-tokens"),

@@ -1,8 +1,9 @@
 """What each strategy spends its budget on, what it proposes per round, and which mixture it returns.
 
 Every strategy gets the same number of proxy runs, verification included:
-  climb    rounds of proposals (the first sampled, later ones optimised on a predictor chosen by
-           cross-validation), then the predictor's constrained optimum trained `verify_seeds` times;
+  climb    rounds of proposals (the first a covering pick of Dirichlet draws, later ones optimised on
+           a predictor chosen by cross-validation), then the predictor's constrained optimum trained
+           `verify_seeds` times;
   regmix   one round of samples, a LightGBM predictor, the mean of its top-k predicted mixtures
            (RegMix, Liu et al. 2024), trained `verify_seeds` times;
   random   one round of samples; its answer is the best run trained (already verified);

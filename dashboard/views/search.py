@@ -48,9 +48,14 @@ with st.form("new_search"):
     verify_seeds = s7.number_input("Verification runs of the final", 0, 10, base.search.verify_seeds,
                                    help="Counted in the budget. The final is kept only if it verifies at least as well as the best run.")
     pool_samples = s8.number_input("Candidates per round", 100, 1_000_000, base.search.n_pool_samples, step=1000)
-    s9, s10, _s11, _s12 = st.columns(4)
+    s9, s10, s11, _s12 = st.columns(4)
     seed = s9.number_input("Seed", 0, 2**31 - 1, base.search.seed)
     workers = s10.number_input("Parallel proxies", 1, 64, base.search.workers)
+    designs = ["cover", "random"]
+    design = s11.selectbox("First round (climb)", designs, index=designs.index(base.search.initial_design)
+                           if base.search.initial_design in designs else 0,
+                           help="cover: Dirichlet draws picked so every cluster gets a large share in some run; "
+                                "random: i.i.d. draws, as in the paper.")
 
     st.markdown("**Proxy**")
     p1, p2, p3, p4 = st.columns(4)
@@ -106,6 +111,7 @@ if launch:
             search=dataclasses.replace(base.search, strategy=strategy, budget=int(budget), rounds=int(rounds),
                                        round_split=round_split, n_pool_samples=int(pool_samples),
                                        predictor=predictor, acquisition=acquisition, verify_seeds=int(verify_seeds),
+                                       initial_design=design,
                                        seed=int(seed), workers=int(workers), name=name or base.search.name),
             proxy=dataclasses.replace(base.proxy, kind=kind, tokens=int(tokens), device=device, n_layer=layers,
                                       n_embd=width, n_head=max(1, width // 64)),

@@ -173,6 +173,7 @@ def test_launch_search_from_the_page(ws, monkeypatch, edited):
     widget(at.number_input, "Candidates per round").set_value(500)
     widget(at.selectbox, "Predictor").set_value("loglinear")
     widget(at.number_input, "Verification runs").set_value(1)
+    widget(at.selectbox, "First round").set_value("random")
     widget(at.text_input, "Excluded clusters").set_value(str(int(queries.cluster_table(ws, ["active"])["cluster_id"].iloc[0])))
     widget(at.selectbox, "Proxy kind").set_value("ngram")
     widget(at.number_input, "Tokens per proxy").set_value(5000)
@@ -198,6 +199,7 @@ def test_launch_search_from_the_page(ws, monkeypatch, edited):
     assert (runs["status"] == "done").sum() >= 1
     info = queries.search_info(ws, sid)
     assert info["config"]["proxy"]["kind"] == "ngram" and info["config"]["search"]["budget"] == 3
+    assert info["config"]["search"]["initial_design"] == "random"
     assert info["config"]["search"]["predictor"] == "loglinear"
     # The excluded cluster got no weight in any run nor in the final; the final was verified.
     excluded = info["config"]["mixture"]["excluded"][0]
