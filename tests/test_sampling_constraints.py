@@ -118,6 +118,11 @@ def test_covering_starts_over_once_every_cluster_is_covered():
     assert sorted(picked.argmax(axis=1).tolist()) == [0, 0, 1, 1, 2, 2]
     first = set(picked[:3].argmax(axis=1).tolist())
     assert first == {0, 1, 2}
+    # An excluded cluster (cap 0, never covered) must not stop the second pass.
+    weak = 0.2 * np.eye(3)  # worth less than a one-hot row once the count starts over
+    rows = np.hstack([np.vstack([pool, weak]), np.zeros((9, 1))])
+    picked = covering_subset(rows, 6, np.array([1.0, 1.0, 1.0, 0.0]), np.random.default_rng(0))
+    assert sorted(picked[3:].max(axis=1).tolist()) == [1.0, 1.0, 1.0]
 
 
 def test_fixed_mixtures():

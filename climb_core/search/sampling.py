@@ -106,15 +106,18 @@ def covering_subset(pool: np.ndarray, n: int, upper: np.ndarray, rng: np.random.
     n = min(n, len(pool))
     if n <= 0:
         return pool[:0]
-    ub = np.maximum(np.asarray(upper, dtype=np.float64), 1e-12)
-    u = np.minimum(pool / ub[None, :], 1.0)
-    reach = np.zeros(pool.shape[1])
+    upper = np.asarray(upper, dtype=np.float64)
+    # An excluded cluster (cap 0) can never be covered: it must not hold up the start-over.
+    open_ = upper > 1e-12
+    ub = np.where(open_, upper, 1.0)
+    u = np.where(open_[None, :], np.minimum(pool / ub[None, :], 1.0), share)
+    reach = np.where(open_, 0.0, share)
     free = np.ones(len(pool), dtype=bool)
     picks: list[int] = []
     jitter = rng.random(len(pool)) * 1e-9
     while len(picks) < n:
         if reach.min() >= share - 1e-12:
-            reach[:] = 0.0
+            reach = np.where(open_, 0.0, share)
         gain = np.clip(np.minimum(u, share) - reach[None, :], 0.0, None).sum(axis=1) + jitter
         gain[~free] = -np.inf
         i = int(np.argmax(gain))
