@@ -86,6 +86,18 @@ def test_round_sizes():
     assert round_sizes("uniform", 20, 3, [4, 2, 1]) == [1]
 
 
+def test_round_split_by_budget_when_unset():
+    # The defaults (rounds 0, no split): 4:2:1 from 20 exploration runs, two rounds at 1:1 below.
+    assert round_sizes("climb", 27, 0, []) == [15, 8, 4]
+    assert round_sizes("climb", 13, 0, []) == [7, 6]
+    # Anything the user sets wins: a split alone sets the rounds; rounds alone get halving weights.
+    assert round_sizes("climb", 13, 0, [4, 2, 1]) == [7, 4, 2]
+    assert round_sizes("climb", 27, 2, []) == [18, 9]
+    from climb_core.config import SearchConfig
+
+    assert SearchConfig().rounds == 0 and SearchConfig().round_split == []
+
+
 def test_prior_snapshot_and_fixed_strategies(ws):
     sid = create_search(ws, search_config("natural", 5), name="nat")
     s = run_search(ws, sid, objective=objective, progress=False)
@@ -224,7 +236,7 @@ def test_batched_records_reach_disk_on_interrupt(ws):
 def test_kill_and_resume_matches_uninterrupted(ws, tmp_path):
     """kill -9 mid-round 2 in a subprocess; the resumed search ends with the runs of an uninterrupted one."""
     # Every run written when it ends (no batching), so not one finished run may be trained twice.
-    cfg = search_config("climb", 14, seed=5, record_every_s=0)   # rounds of 8, 4, 2
+    cfg = search_config("climb", 14, seed=5, record_every_s=0, rounds=3, round_split=[4, 2, 1])   # rounds of 7, 4, 2 + verify
     sid = create_search(ws, cfg)
     calls = tmp_path / "calls.txt"
     proc = start_search_worker(ws, sid, calls, 0.4)

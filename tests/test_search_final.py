@@ -29,7 +29,7 @@ def pessimist_objective(job) -> ProxyResult:
 
 
 def test_climb_trains_its_final_and_records_the_verification(ws):
-    cfg = search_config("climb", 14, seed=1)
+    cfg = search_config("climb", 14, seed=1, rounds=3, round_split=[4, 2, 1])
     cfg.search.verify_seeds = 2
     sid = create_search(ws, cfg)
     s = run_search(ws, sid, objective=objective, progress=False)
@@ -64,7 +64,8 @@ def test_on_a_smooth_objective_the_verified_optimum_beats_the_best_run_on_most_s
 
 
 def test_a_final_that_verifies_below_the_best_run_is_replaced_by_it(ws):
-    sid = create_search(ws, search_config("climb", 14, seed=2))
+    # Three exploration rounds, so verification is round 4 (what pessimist_objective penalises).
+    sid = create_search(ws, search_config("climb", 14, seed=2, rounds=3, round_split=[4, 2, 1]))
     s = run_search(ws, sid, objective=pessimist_objective, progress=False)
     f = s.final
     assert f["chosen"] == "best_run" and "below the best trained run" in f["note"]

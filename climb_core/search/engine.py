@@ -126,6 +126,9 @@ def _check_config(config: ClimbConfig) -> None:
         raise SearchError(f"unknown search.initial_design {s.initial_design!r}; use one of {', '.join(DESIGNS)}")
     if s.budget < 1:
         raise SearchError("search.budget must be at least 1 proxy run")
+    if s.rounds < 0 or any(v <= 0 for v in s.round_split):
+        raise SearchError(f"search.rounds must be >= 0 (0 = by budget) and search.round_split positive integers; "
+                          f"got rounds {s.rounds}, round_split {list(s.round_split)}")
 
 
 def new_search_id() -> str:

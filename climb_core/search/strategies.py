@@ -32,13 +32,29 @@ STRATEGIES = ("climb", "regmix", "random", "uniform", "natural")
 PROBE = 2000
 
 
+# Budgets from this many exploration runs get three rounds at 4:2:1; smaller ones two at 1:1.
+THREE_ROUNDS_FROM = 20
+
+
+def default_split(explore: int) -> list[int]:
+    """The round split when neither `rounds` nor `round_split` is set, chosen by measurement on the
+    known-answer benchmark (10 seeds, 4 domains): at budget 28 4:2:1 beat 1:1 and 2:1:1; at budget 14
+    three rounds leave round 2 fitting on 7 runs, and 1:1 lifted the worst domain (news, 0.76 -> 0.81)
+    and the worst seed over all domains (0.48 -> 0.66)."""
+    return [4, 2, 1] if explore >= THREE_ROUNDS_FROM else [1, 1]
+
+
 def round_sizes(strategy: str, budget: int, rounds: int, split: list[int]) -> list[int]:
     """Exploration runs per round. CLIMB splits `budget` by `round_split` (largest remainder, at least
-    one each); when round_split's length differs from `rounds`, halving weights (…4:2:1) are used."""
+    one each); when round_split's length differs from `rounds`, halving weights (…4:2:1) are used.
+    rounds = 0 takes the number of rounds from round_split, and with no split either, `default_split`."""
     if strategy in ("uniform", "natural"):
         return [1]
     if strategy in ("regmix", "random"):
         return [budget]
+    if rounds <= 0:
+        split = list(split) or default_split(budget)
+        rounds = len(split)
     rounds = max(1, min(rounds, budget))
     weights = [float(s) for s in split[:rounds]] if len(split) == rounds else [2.0 ** (rounds - 1 - i) for i in range(rounds)]
     raw = [budget * w / sum(weights) for w in weights]

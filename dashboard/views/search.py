@@ -36,8 +36,10 @@ with st.form("new_search"):
     strategies = ["climb", "regmix", "random", "uniform", "natural"]
     strategy = s1.selectbox("Strategy", strategies, index=strategies.index(base.search.strategy) if base.search.strategy in strategies else 0)
     budget = s2.number_input("Budget (proxy runs)", 1, 10_000, base.search.budget)
-    rounds = s3.number_input("Rounds", 1, 20, base.search.rounds)
-    split = s4.text_input("Budget split per round", ",".join(map(str, base.search.round_split)))
+    rounds = s3.number_input("Rounds", 0, 20, base.search.rounds,
+                             help="0 = by budget: 3 rounds at 4:2:1 from 20 exploration runs, else 2 at 1:1.")
+    split = s4.text_input("Budget split per round", ",".join(map(str, base.search.round_split)),
+                          help="e.g. 4,2,1; empty = by budget.")
     s5, s6, s7, s8 = st.columns(4)
     predictors = ["auto", "loglinear", "gp", "lightgbm"]
     predictor = s5.selectbox("Predictor", predictors, index=predictors.index(base.search.predictor)
@@ -93,7 +95,7 @@ if launch:
     try:
         round_split = [int(x) for x in split.replace(":", ",").split(",") if x.strip()]
     except ValueError:
-        round_split = []
+        round_split = None
     layers, width = (int(v) for v in size.split("×"))
     try:
         excluded_ids = [int(x) for x in excluded.split(",") if x.strip()]
@@ -103,8 +105,8 @@ if launch:
         st.error("Excluded clusters must be cluster IDs such as 3,7.")
     elif not specs:
         st.error("Choose at least one target.")
-    elif not round_split:
-        st.error("Budget split must be integers such as 4,2,1.")
+    elif round_split is None or any(v <= 0 for v in round_split):
+        st.error("Budget split must be positive integers such as 4,2,1 (or empty: by budget).")
     else:
         cfg = dataclasses.replace(
             base,
