@@ -67,8 +67,8 @@ STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
     "search": [
         ("--strategy", "search.strategy", str, "climb, regmix, random, uniform or natural"),
         ("--budget", "search.budget", int, "total proxy runs"),
-        ("--rounds", "search.rounds", int, "bootstrap rounds (climb)"),
-        ("--round-split", "search.round_split", str, "relative budget per round, e.g. 4,2,1"),
+        ("--rounds", "search.rounds", int, "bootstrap rounds (climb; 0 = by budget)"),
+        ("--round-split", "search.round_split", str, "relative budget per round, e.g. 4,2,1 (default: by budget)"),
         ("--executor", "search.executor", str, "local, process or ray"),
         ("--workers", "search.workers", int, "parallel proxy runs"),
         ("--proxy", "proxy.kind", str, "ngram (fast) or gpt"),
