@@ -107,21 +107,20 @@ def covering_subset(pool: np.ndarray, n: int, upper: np.ndarray, rng: np.random.
     if n <= 0:
         return pool[:0]
     upper = np.asarray(upper, dtype=np.float64)
-    # An excluded cluster (cap 0) can never be covered: it must not hold up the start-over.
+    # An excluded cluster (cap 0) can never be covered: it is left out, so it cannot hold up the start-over.
     open_ = upper > 1e-12
-    ub = np.where(open_, upper, 1.0)
-    u = np.where(open_[None, :], np.minimum(pool / ub[None, :], 1.0), share)
-    reach = np.where(open_, 0.0, share)
+    u = np.minimum(pool[:, open_] / upper[open_][None, :], share)
+    reach = np.zeros(u.shape[1])
     free = np.ones(len(pool), dtype=bool)
     picks: list[int] = []
     jitter = rng.random(len(pool)) * 1e-9
     while len(picks) < n:
-        if reach.min() >= share - 1e-12:
-            reach = np.where(open_, 0.0, share)
-        gain = np.clip(np.minimum(u, share) - reach[None, :], 0.0, None).sum(axis=1) + jitter
+        if reach.size and reach.min() >= share - 1e-12:
+            reach[:] = 0.0
+        gain = np.clip(u - reach[None, :], 0.0, None).sum(axis=1) + jitter
         gain[~free] = -np.inf
         i = int(np.argmax(gain))
         picks.append(i)
         free[i] = False
-        reach = np.maximum(reach, np.minimum(u[i], share))
+        reach = np.maximum(reach, u[i])
     return pool[picks]
