@@ -78,3 +78,48 @@ def test_connect_waits_while_another_process_writes(tmp_path):
     assert ws.scalar("SELECT value FROM meta WHERE key = 'held'") == "yes"  # waited, then read
     assert time.monotonic() - start > 0.3
     holder.join()
+
+
+def _try_open(path: str, out) -> None:
+    import duckdb
+
+    try:
+        duckdb.connect(path).close()
+        out.put("opened")
+    except duckdb.Error as err:
+        out.put(type(err).__name__)
+
+
+def _other_process_can_open(ws: Workspace) -> bool:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_try_open, args=(str(ws.db_path), out))
+    proc.start()
+    proc.join(60)
+    return out.get(timeout=5) == "opened"
+
+
+def test_held_keeps_the_file_open_until_the_outermost_block_ends(tmp_path):
+    ws = Workspace.init(tmp_path / "ws")
+    with ws.held():
+        with ws.held():
+            ws.scalar("SELECT count(*) FROM meta")
+        assert str(ws.db_path) in wsmod._HELD  # the inner block's end does not release the file
+        assert not _other_process_can_open(ws)
+        with ws.connect() as con:
+            con.execute("INSERT INTO meta VALUES ('written', 'inside')")
+        with pytest.raises(WorkspaceError, match="read-only"):
+            with ws.connect(read_only=True):
+                pass
+    assert wsmod._HELD == {}
+    assert _other_process_can_open(ws)
+    assert ws.scalar("SELECT value FROM meta WHERE key = 'written'") == "inside"
+
+
+def test_held_is_released_when_its_block_raises(tmp_path):
+    ws = Workspace.init(tmp_path / "ws")
+    with pytest.raises(ZeroDivisionError):
+        with ws.held():
+            1 / 0
+    assert wsmod._HELD == {}
+    assert _other_process_can_open(ws)

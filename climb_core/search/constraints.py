@@ -91,7 +91,9 @@ class Constraints:
 
         sum_i clip(s * v_i, l_i, u_i) is piecewise linear and non-decreasing in s with breakpoints
         at l_i / v_i and u_i / v_i, so s is found exactly: evaluate at the sorted breakpoints, then
-        interpolate inside the segment that crosses 1."""
+        interpolate inside the segment that crosses 1. The crossing segment is found by bisection
+        over the breakpoints (the sum is non-decreasing in floating point too, so this finds the same
+        first breakpoint as evaluating all of them, at a sixth of the work for 16 clusters)."""
         m, c = v.shape
         v = np.where(v > 1e-100, v, 0.0)  # denormal weights would overflow the breakpoints
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -100,13 +102,21 @@ class Constraints:
         bps = np.concatenate([np.zeros((m, 1)), bl, bu], axis=1)
         top = np.nanmax(bps, axis=1, keepdims=True)
         bps = np.sort(np.where(np.isnan(bps), top, bps), axis=1)           # (m, 2c + 1)
-        f = np.minimum(np.maximum(bps[:, :, None] * v[:, None, :], lower[:, None, :]), upper[:, None, :]).sum(axis=2)
-        reach = f[:, -1] >= 1 - _TOL
-        k = np.argmax(f >= 1 - _TOL, axis=1)                                # first breakpoint reaching 1
-        k = np.where(reach, np.maximum(k, 1), bps.shape[1] - 1)
         rows = np.arange(m)
+        last = bps.shape[1] - 1
+
+        def total(at):  # sum_i clip(s * v_i, l_i, u_i) at breakpoint index `at` of each row
+            return np.minimum(np.maximum(bps[rows, at][:, None] * v, lower), upper).sum(axis=1)
+
+        reach = total(np.full(m, last)) >= 1 - _TOL
+        lo, hi = np.zeros(m, dtype=np.int64), np.full(m, last, dtype=np.int64)
+        while (lo < hi).any():                                              # first breakpoint reaching 1
+            mid = (lo + hi) // 2
+            ok = total(mid) >= 1 - _TOL
+            hi, lo = np.where(ok, mid, hi), np.where(ok, lo, np.minimum(mid + 1, hi))
+        k = np.where(reach, np.maximum(lo, 1), last)
         s0, s1 = bps[rows, k - 1], bps[rows, k]
-        f0, f1 = f[rows, k - 1], f[rows, k]
+        f0, f1 = total(k - 1), total(k)
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(reach & (f1 > f0), s0 + (1 - f0) * (s1 - s0) / (f1 - f0), s1)
         w = np.clip(scale[:, None] * v, lower, upper)

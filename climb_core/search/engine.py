@@ -348,13 +348,25 @@ def _record(ws: Workspace, search_id: str, pairs: list, message: str, next_run_i
         done = [(job, res) for job, res in pairs if _run_ok(res)]
         failed = [(job, res) for job, res in pairs if not _run_ok(res)]
         if done:
-            con.executemany(
-                """UPDATE proxy_runs SET status = 'done', score = ?, scores_json = ?, loss_curve = ?, epochs_json = ?,
-                       tokens = coalesce(nullif(?, 0), tokens), wall_s = ?, host = ?, finished_at = ?, error = NULL
-                   WHERE search_id = ? AND run_id = ?""",
-                [[float(r.score), json.dumps(r.scores), [float(x) for x in r.loss_curve],
-                  json.dumps({str(k): float(v) for k, v in r.epochs.items()}), int(r.tokens or 0),
-                  float(r.wall_s), r.host or socket.gethostname(), now, search_id, job.run_id] for job, r in done])
+            # One set-based UPDATE: executemany costs a few ms per row, a registered frame one statement.
+            con.register("finished", pd.DataFrame({
+                "run_id": [job.run_id for job, _ in done],
+                "score": [float(r.score) for _, r in done],
+                "scores_json": [json.dumps(r.scores) for _, r in done],
+                "loss_curve": [[float(x) for x in r.loss_curve] for _, r in done],
+                "epochs_json": [json.dumps({str(k): float(v) for k, v in r.epochs.items()}) for _, r in done],
+                "tokens": [int(r.tokens or 0) for _, r in done],
+                "wall_s": [float(r.wall_s) for _, r in done],
+                "host": [r.host or socket.gethostname() for _, r in done],
+            }))
+            con.execute(
+                """UPDATE proxy_runs SET status = 'done', score = f.score, scores_json = f.scores_json,
+                       loss_curve = CAST(f.loss_curve AS DOUBLE[]), epochs_json = f.epochs_json,
+                       tokens = coalesce(nullif(f.tokens, 0), proxy_runs.tokens), wall_s = f.wall_s, host = f.host,
+                       finished_at = ?, error = NULL
+                   FROM finished f WHERE proxy_runs.search_id = ? AND proxy_runs.run_id = f.run_id""",
+                [now, search_id])
+            con.unregister("finished")
         for job, res in failed:
             err = res if isinstance(res, BaseException) else ValueError(f"non-finite score: {getattr(res, 'score', None)!r}")
             con.execute("UPDATE proxy_runs SET status = 'failed', error = ?, finished_at = ? WHERE search_id = ? AND run_id = ?",
@@ -447,40 +459,65 @@ def _default_objective():
     return run_proxy_job
 
 
-def _train_round(ctx: _Context, executor, fn, rnd: int, label: str, bar) -> bool:
-    """Train a round's pending runs. Returns True if the search was cancelled meanwhile.
+@dataclass
+class _RoundWork:
+    """A round's pending runs, ready for the executor (see `_prepare_round`)."""
+    units: list
+    unit_fn: Callable
+    grouped: bool
+    sequential: bool
+    n_round: int
+    done_round: int
+
+
+def _prepare_round(ctx: _Context, executor, fn, rnd: int) -> _RoundWork | None:
+    """Read a round's pending runs and group them for the executor; None when all are done.
 
     With the real objective and GPT proxies, the round's runs go out in groups (search.batch_proxies)
     that `climb_core.proxy.batched.run_proxy_group` trains as one stacked model; each group is one
     job to the executor, so a pool trains groups in parallel and a cancel lets the groups in flight
-    finish. Every run is still recorded on its own."""
+    finish. Every run is still recorded on its own. A sequential round's first run is marked
+    running here, in the same catalogue burst as the proposals (see `Workspace.held`)."""
     from climb_core.executors import AutoExecutor
     from climb_core.proxy import batched
 
-    ws, search_id = ctx.ws, ctx.search_id
-    runs = search_runs(ws, search_id)
+    runs = search_runs(ctx.ws, ctx.search_id)
     runs = runs[runs["round"] == rnd]
     pending = [r for r in runs.itertuples(index=False) if r.status != "done"]
-    n_round = len(runs)
-    done_round = n_round - len(pending)
     if not pending:
-        return False
+        return None
     jobs = [_make_job(ctx, r) for r in pending]
     cap = max(1, int(ctx.config.search.batch_proxies))
     if fn is _default_objective() and cap > 1 and len(jobs) > 1 and batched.batchable(ctx.config.proxy):
         # auto runs GPT groups in this process, one after another: no worker to feed but this one.
         parallel = 1 if isinstance(executor, (LocalExecutor, AutoExecutor)) else getattr(executor, "workers", 1)
-        units = batched.group_jobs(jobs, cap, parallel)
-        unit_fn = batched.run_proxy_group
+        units, unit_fn = batched.group_jobs(jobs, cap, parallel), batched.run_proxy_group
     else:
         units, unit_fn = jobs, fn
     grouped = unit_fn is not fn
     sequential = not grouped and (isinstance(executor, LocalExecutor) or
                                   (isinstance(executor, AutoExecutor) and not executor.parallel_for(fn, jobs)))
+    if sequential:
+        with ctx.ws.connect() as con:
+            _mark_running(con, ctx.search_id, units[0].run_id)
+    return _RoundWork(units, unit_fn, grouped, sequential, len(runs), len(runs) - len(pending))
+
+
+def _train_round(ctx: _Context, executor, work: _RoundWork | None, label: str, bar,
+                 carry: contextlib.ExitStack | None = None) -> bool:
+    """Train a round's pending runs. Returns True if the search was cancelled meanwhile.
+
+    `carry`: the catalogue is held (`Workspace.held`) from the round's last write on, in this stack,
+    so that the caller's next burst (the next round's proposals) needs no second open."""
+    if work is None:
+        return False
+    ws, search_id = ctx.ws, ctx.search_id
+    units, grouped, sequential = work.units, work.grouped, work.sequential
+    done_round, n_round = work.done_round, work.n_round
 
     def on_start(unit):
-        if sequential and unit is not units[0]:
-            return  # marked when the previous run was recorded (or shown 'proposed' until the next write)
+        if sequential:
+            return  # the first was marked with the proposals, each next one when the previous was recorded
         with ws.connect() as con:
             for job in (unit if grouped else [unit]):
                 _mark_running(con, search_id, job.run_id)
@@ -489,7 +526,7 @@ def _train_round(ctx: _Context, executor, fn, rnd: int, label: str, bar) -> bool
     cancelled = False
     recorder = _Recorder(ws, search_id, float(ctx.config.search.record_every_s))
     # A cancel stops new runs from starting; runs in flight finish and are recorded.
-    gen = executor.submit_all(unit_fn, units, on_start=on_start, should_stop=lambda: cancelled)
+    gen = executor.submit_all(work.unit_fn, units, on_start=on_start, should_stop=lambda: cancelled)
     try:
         for unit, outcome in gen:
             if grouped:
@@ -504,6 +541,8 @@ def _train_round(ctx: _Context, executor, fn, rnd: int, label: str, bar) -> bool
                 cancelled = cancelled or recorder.cancelled
     finally:
         gen.close()
+        if carry is not None:
+            carry.enter_context(ws.held())
         # Also on an interrupt: every finished run reaches the catalogue before the error goes up.
         recorder.flush()
     return cancelled or recorder.cancelled
@@ -520,61 +559,73 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
 
     from climb_core.executors import make_executor
 
-    row = _load(ws, search_id)
-    if row["status"] == "done":
-        return summarize(ws, search_id)
-    if row["status"] in ("running", "cancelling") and _worker_alive(row) and int(row["pid"]) != os.getpid():
-        raise SearchError(f"search {search_id} is already running in process {int(row['pid'])}; "
-                          f"cancel it with `climb cancel` or wait for it")
-    fn = objective or _default_objective()
-    try:
-        ctx = _Context(ws, row)
-    except ConstraintError as err:
-        raise SearchError(f"search {search_id}: the mixture constraints cannot be met: {err}") from err
     t0 = time.monotonic()
-    with ws_tx(ws) as con:
-        # Runs a killed process left 'running' (and runs that failed) are trained again.
-        con.execute("UPDATE proxy_runs SET status = 'proposed' WHERE search_id = ? AND status IN ('running', 'failed')", [search_id])
-        con.execute("UPDATE searches SET status = 'running', pid = ?, pid_started = ?, updated_at = ?, message = 'starting' "
-                    "WHERE search_id = ?", [os.getpid(), process_start(), _now(), search_id])
-    budget = ctx.plan.total
-    n_done0 = int(ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND status = 'done'", [search_id]))
+    with ws.held():  # the catalogue work between proxies: one open file, not one per statement
+        row = _load(ws, search_id)
+        if row["status"] == "done":
+            return summarize(ws, search_id)
+        if row["status"] in ("running", "cancelling") and _worker_alive(row) and int(row["pid"]) != os.getpid():
+            raise SearchError(f"search {search_id} is already running in process {int(row['pid'])}; "
+                              f"cancel it with `climb cancel` or wait for it")
+        fn = objective or _default_objective()
+        try:
+            ctx = _Context(ws, row)
+        except ConstraintError as err:
+            raise SearchError(f"search {search_id}: the mixture constraints cannot be met: {err}") from err
+        with ws_tx(ws) as con:
+            # Runs a killed process left 'running' (and runs that failed) are trained again.
+            con.execute("UPDATE proxy_runs SET status = 'proposed' WHERE search_id = ? AND status IN ('running', 'failed')", [search_id])
+            con.execute("UPDATE searches SET status = 'running', pid = ?, pid_started = ?, updated_at = ?, message = 'starting' "
+                        "WHERE search_id = ?", [os.getpid(), process_start(), _now(), search_id])
+        budget = ctx.plan.total
+        n_done0 = int(ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND status = 'done'", [search_id]))
     bar = tqdm(total=budget, initial=min(n_done0, budget), desc=f"search {search_id}", unit="proxy", disable=not progress)
     executor = make_executor(ctx.config.search)
     cancelled = False
     n_rounds = len(ctx.sizes)
+    carry = contextlib.ExitStack()  # the catalogue held from one round's last write into the next burst
     try:
         with sigterm_raises():
             for rnd, n in enumerate(ctx.sizes, start=1):
-                if not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, rnd]):
-                    _set(ws, search_id, message=f"round {rnd}/{n_rounds}: proposing {n} mixtures")
-                    _propose_round(ctx, rnd, n)
-                cancelled = _train_round(ctx, executor, fn, rnd, f"round {rnd}/{n_rounds}", bar)
+                with ws.held():
+                    carry.close()
+                    if not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, rnd]):
+                        _set(ws, search_id, message=f"round {rnd}/{n_rounds}: proposing {n} mixtures")
+                        _propose_round(ctx, rnd, n)
+                    work = _prepare_round(ctx, executor, fn, rnd)
+                cancelled = _train_round(ctx, executor, work, f"round {rnd}/{n_rounds}", bar, carry)
                 if cancelled:
                     break
             if not cancelled and ctx.plan.verify:
                 vr = ctx.plan.verify_round
-                if not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, vr]):
-                    _set(ws, search_id, message="choosing the final mixture")
-                    _propose_verification(ctx)
-                cancelled = _train_round(ctx, executor, fn, vr, "verifying the final mixture", bar)
+                with ws.held():
+                    carry.close()
+                    if not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, vr]):
+                        _set(ws, search_id, message="choosing the final mixture")
+                        _propose_verification(ctx)
+                    work = _prepare_round(ctx, executor, fn, vr)
+                cancelled = _train_round(ctx, executor, work, "verifying the final mixture", bar, carry)
         if cancelled:
             with ws_tx(ws) as con:
                 con.execute("UPDATE proxy_runs SET status = 'proposed' WHERE search_id = ? AND status = 'running'", [search_id])
                 con.execute("UPDATE searches SET status = 'cancelled', message = 'cancelled; run it again to resume', "
                             "updated_at = ? WHERE search_id = ?", [_now(), search_id])
+            summary = summarize(ws, search_id)
         else:
-            final = _conclude(ctx)
-            n_failed = int(ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND status = 'failed'", [search_id]))
-            if final is None:
-                _set(ws, search_id, status="failed", message="failed: no proxy run finished")
-            else:
-                msg = f"done: {budget - n_failed}/{budget} runs finished"
-                if final.get("note"):
-                    msg += f"; {final['note']}"
-                _set(ws, search_id, status="done", message=msg, final_weights=final["weights"],
-                     final_predicted=final.get("predicted") if final.get("chosen") == "optimum" else None,
-                     best_run_id=final["best_run"]["run_id"], final_json=json.dumps(final))
+            with ws.held():
+                carry.close()
+                final = _conclude(ctx)
+                n_failed = int(ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND status = 'failed'", [search_id]))
+                if final is None:
+                    _set(ws, search_id, status="failed", message="failed: no proxy run finished")
+                else:
+                    msg = f"done: {budget - n_failed}/{budget} runs finished"
+                    if final.get("note"):
+                        msg += f"; {final['note']}"
+                    _set(ws, search_id, status="done", message=msg, final_weights=final["weights"],
+                         final_predicted=final.get("predicted") if final.get("chosen") == "optimum" else None,
+                         best_run_id=final["best_run"]["run_id"], final_json=json.dumps(final))
+                summary = summarize(ws, search_id)
     except BaseException as err:
         status = {KeyboardInterrupt: "cancelled", Interrupted: "interrupted"}.get(type(err), "failed")
         try:
@@ -588,9 +639,9 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
             raise SystemExit(143) from err
         raise
     finally:
+        carry.close()
         bar.close()
         executor.close()
-    summary = summarize(ws, search_id)
     summary.wall_s = time.monotonic() - t0
     return summary
 
