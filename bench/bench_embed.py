@@ -11,9 +11,9 @@ steadier one.
 
     python bench/bench_embed.py --backends [--docs 1000] [--nmi-per-domain 250] [--models-dir DIR]
 
-compares the embedding backends instead, on pool documents at max_seq_length 256: onnx-int8 and
-static docs/s against fp32 SentenceTransformer.encode on the same documents (mean and min cosine to
-it for onnx-int8), and how well the final clusters of each recover the pool's 8 true domains (NMI):
+compares the embedding backends instead, on pool documents at max_seq_length 256: torch-bf16,
+onnx-int8 and static docs/s against fp32 SentenceTransformer.encode on the same documents (mean and
+min cosine to it for torch-bf16 and onnx-int8), and how well the final clusters of each recover the pool's 8 true domains (NMI):
 ingest, embed, cluster and refine as the pipeline runs them, same K, once with torch and once with
 static embeddings. The derived models are built in --models-dir (a fresh temporary folder unless
 given, so their build time is measured too; pass a folder to reuse its models between runs).
@@ -125,7 +125,8 @@ def compare_backends(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         models_root = Path(args.models_dir or Path(tmp) / "models").resolve()
         model_path = embed.resolve_model(cfg.model)
-        encoders = {"torch": embed.load_encoder(cfg)}
+        encoders = {"torch": embed.load_encoder(cfg),
+                    "torch-bf16": embed.load_encoder(with_overrides(config, {"embed.backend": "torch-bf16"}).embed)}
         for backend in ("onnx-int8", "static"):
             was_there = (embed_backends.cache_dir(models_root, model_path, backend) / embed_backends.BUILT_MARK).exists()
             folder = embed_backends.prepare(backend, model_path, models_root, offline=True)
@@ -142,7 +143,7 @@ def compare_backends(args) -> int:
                                                   convert_to_numpy=True) if name == "encode"
                          else embed.encode_texts(encoders[name], texts, cfg))
 
-        times = {name: timed(lambda name=name: run(name)) for name in ("encode", "onnx-int8")}
+        times = {name: timed(lambda name=name: run(name)) for name in ("encode", "torch-bf16", "onnx-int8")}
         # The static model is too quick for one pass over these documents to time well: several.
         reps = 10
         static = timed(lambda: [run("static") for _ in range(reps)])
@@ -151,11 +152,15 @@ def compare_backends(args) -> int:
         base_wall, base_cpu = times["encode"]
         print(f"{'method':56s} {'wall s':>7s} {'docs/s':>8s} {'CPU s':>7s} {'docs/CPU-s':>10s} {'x encode (wall, CPU)':>21s}")
         labels = {"encode": "torch fp32: SentenceTransformer.encode (baseline)",
+                  "torch-bf16": "torch-bf16: the same model in bfloat16"
+                                + ("" if embed_backends.cpu_has_fast_bf16() else " (no bf16 hardware)"),
                   "onnx-int8": "onnx-int8: int8 ONNX graph on onnxruntime",
                   "static": f"static: model2vec distilled (mean of {reps} passes)"}
         for name, (wall, cpu) in times.items():
             print(f"{labels[name]:56s} {wall:7.2f} {n / wall:8.1f} {cpu:7.2f} {n / cpu:10.1f} "
                   f"{base_wall / wall:10.2f}x {base_cpu / cpu:8.2f}x")
+        cos_bf16 = (out["torch-bf16"] * out["encode"]).sum(1)
+        print(f"torch-bf16 cosine to fp32 encode over {n} docs: mean {cos_bf16.mean():.5f}, min {cos_bf16.min():.5f}")
         cos = (out["onnx-int8"] * out["encode"]).sum(1)
         print(f"onnx-int8 cosine to fp32 encode over {n} docs: mean {cos.mean():.4f}, min {cos.min():.4f}, "
               f"5th percentile {np.percentile(cos, 5):.4f} (targets: >= 3x docs/s, mean cosine >= 0.99; static >= 30x)")
@@ -172,6 +177,10 @@ def compare_backends(args) -> int:
         print(f"final-cluster NMI, static minus torch: {nmi['static'][0] - nmi['torch'][0]:+.3f} (target: within 0.05); "
               f"k-means NMI difference {nmi['static'][1] - nmi['torch'][1]:+.3f}")
         data = f"{n:,} shared-pool docs at 256 tokens"
+        emit("bench_embed.py", "embedding, torch-bf16 backend", data, f"{n / times['torch-bf16'][1]:.1f} docs/CPU-s",
+             f"torch fp32 encode {n / base_cpu:.1f} docs/CPU-s",
+             f"{base_cpu / times['torch-bf16'][1]:.2f}x (CPU time), {base_wall / times['torch-bf16'][0]:.2f}x wall; "
+             f"mean cosine to fp32 {cos_bf16.mean():.5f}" + ("" if embed_backends.cpu_has_fast_bf16() else "; no bf16 hardware"))
         emit("bench_embed.py", "embedding, onnx-int8 backend", data, f"{n / times['onnx-int8'][1]:.1f} docs/CPU-s",
              f"torch fp32 encode {n / base_cpu:.1f} docs/CPU-s",
              f"{base_cpu / times['onnx-int8'][1]:.2f}x (CPU time); mean cosine to fp32 {cos.mean():.4f}")

@@ -73,7 +73,7 @@ def models_dir(ws: Workspace) -> Path:
 @functools.lru_cache(maxsize=2)
 def _load(model: str, device: str, max_seq_length: int, offline: bool, backend: str = "torch",
           models_root: Path | None = None):
-    if backend != "torch":
+    if backend not in embed_backends.TORCH_BACKENDS:
         return embed_backends.load(backend, model, max_seq_length, models_root, offline)
     if offline:
         # Read by huggingface_hub at import; set before sentence-transformers pulls it in.
@@ -88,9 +88,11 @@ def _load(model: str, device: str, max_seq_length: int, offline: bool, backend: 
                 "embed.model, or set embed.offline=false to allow downloading") if offline else str(err)
         raise EncoderError(f"cannot load encoder {model!r}: {hint} ({type(err).__name__}: {err})") from err
     encoder.max_seq_length = max_seq_length
+    encoder.eval()
+    if backend == "torch-bf16":
+        return embed_backends.Bf16Encoder(encoder)
     if device.startswith("cuda"):
         encoder.half()  # shards are float16 by default; halves GPU time and memory
-    encoder.eval()
     return encoder
 
 
@@ -102,8 +104,9 @@ def load_encoder(cfg: EmbedConfig, models_root: Path | None = None):
     """
     backend = embed_backends.check_backend(cfg.backend)
     # Derived encoders run on CPU whatever the device, so the device is not part of their cache key.
-    device = resolve_device(cfg.device) if backend == "torch" else "cpu"
-    root = None if backend == "torch" or models_root is None else Path(models_root).resolve()
+    torch_like = backend in embed_backends.TORCH_BACKENDS
+    device = resolve_device(cfg.device) if torch_like else "cpu"
+    root = None if torch_like or models_root is None else Path(models_root).resolve()
     return _load(resolve_model(cfg.model), device, int(cfg.max_seq_length), bool(cfg.offline), backend, root)
 
 
@@ -274,6 +277,8 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
         dim = encoder_dim(encoder) if encoder is not None else embedding_dim(ws)
         run.message = (f"{len(bounds)} shard(s) of {dim}-d {cfg.dtype} by the {backend} backend"
                        + (f"; resumed, {len(bounds) - len(todo)} shard(s) kept" if run.resumed and len(todo) < len(bounds) else ""))
+        if backend == "torch-bf16" and resolve_device(cfg.device) == "cpu" and not embed_backends.cpu_has_fast_bf16():
+            run.message += "; this CPU has no bf16 hardware (AMX or AVX512-BF16), so torch fp32 is faster here"
     return StageOutcome(STAGE, skipped=False, rows_in=n_docs, rows_out=n_docs, message=run.message)
 
 

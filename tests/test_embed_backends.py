@@ -1,4 +1,4 @@
-"""Embedding backends (torch, onnx-int8, static) on real demo documents, all from the bundled MiniLM.
+"""Embedding backends (torch, torch-bf16, onnx-int8, static) on real demo documents, all from the bundled MiniLM.
 
 The derived models (int8 ONNX export, model2vec distillation) are built once for this module and
 shared; workspaces here link their models/ folder to that one build.
@@ -52,7 +52,7 @@ def sample():
 def vectors(models_root, sample):
     texts, _ = sample
     out = {}
-    for backend in ("torch", *DERIVED):
+    for backend in ("torch", "torch-bf16", *DERIVED):
         cfg = backend_config(backend).embed
         out[backend] = embed.encode_texts(embed.load_encoder(cfg, models_root), texts, cfg)
     return out
@@ -64,7 +64,7 @@ def linked_workspace(path: Path, rows, config, models_root: Path):
     return ws
 
 
-@pytest.mark.parametrize("backend", ["torch", *DERIVED])
+@pytest.mark.parametrize("backend", ["torch", "torch-bf16", *DERIVED])
 def test_each_backend_gives_unit_vectors(backend, vectors, sample, models_root):
     X = vectors[backend]
     assert X.shape == (N_SAMPLE, 384) and X.dtype == np.float32
@@ -81,6 +81,13 @@ def test_onnx_int8_is_close_to_torch(vectors):
     cos = (vectors["onnx-int8"] * vectors["torch"]).sum(1)
     print(f"\nonnx-int8 vs torch cosine: mean {cos.mean():.4f}, min {cos.min():.4f}")
     assert cos.mean() > 0.985 and cos.min() > 0.95
+
+
+def test_torch_bf16_is_close_to_torch(vectors):
+    cos = (vectors["torch-bf16"] * vectors["torch"]).sum(1)
+    print(f"\ntorch-bf16 vs torch cosine: mean {cos.mean():.5f}, min {cos.min():.5f}")
+    assert cos.mean() > 0.999 and cos.min() > 0.99
+    assert not np.array_equal(vectors["torch-bf16"], vectors["torch"])  # it did run in bf16
 
 
 def test_static_keeps_the_domains_apart(vectors, sample):
@@ -128,6 +135,9 @@ def test_switching_backend_re_embeds(models_root, tmp_path):
     assert not np.allclose(embed.load_embeddings(ws), torch_vectors, atol=1e-2)
 
     assert not embed.run_embed(ws, backend_config("onnx-int8"), progress=False).skipped
+    bf16 = embed.run_embed(ws, backend_config("torch-bf16"), progress=False)
+    assert not bf16.skipped and "by the torch-bf16 backend" in bf16.message
+    assert not (ws.root / "models" / "torch-bf16").exists() and len(list((ws.root / "models").iterdir())) == 2
     back = embed.run_embed(ws, backend_config("torch"), progress=False)
     assert not back.skipped
     np.testing.assert_array_equal(embed.load_embeddings(ws), torch_vectors)
@@ -160,7 +170,7 @@ def test_ray_shard_task_uses_the_backend(models_root, tmp_path):
 def test_bad_backend_name_is_a_clear_stage_error(tmp_path):
     config = backend_config("onnx")
     ws = documents_workspace(tmp_path / "ws", demo_rows(3), config)
-    with pytest.raises(StageError, match=r"embed\.backend='onnx': use one of torch, onnx-int8, static"):
+    with pytest.raises(StageError, match=r"embed\.backend='onnx': use one of torch, torch-bf16, onnx-int8, static"):
         embed.run_embed(ws, config, progress=False)
     assert stages.stage_record(ws, "embed") is None  # refused before the stage started
     with pytest.raises(StageError, match="use one of"):
