@@ -258,6 +258,8 @@ class _Context:
 
 def _write_proposals(ctx: _Context, rnd: int, weights: np.ndarray, predicted, predicted_sd, report: dict | None,
                      purpose: str = "explore", final: Final | None = None) -> None:
+    """Write a round's proposed runs (and its predictor report) in one transaction; a round that an
+    earlier attempt already wrote is left as it was."""
     now = _now()
     n = len(weights)
 
@@ -312,24 +314,44 @@ def ws_tx(ws: Workspace):
         yield con
 
 
-def _propose_round(ctx: _Context, rnd: int, n: int) -> None:
-    X, y, _ = _done_runs(ctx.ws, ctx.search_id, before_round=rnd)
+def _round_proposal(ctx: _Context, rnd: int, n: int, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """What `_write_proposals` writes for exploration round `rnd`, from the finished runs (X, y)."""
     r = ctx.strategy.propose(rnd, n, X.reshape(len(y), -1) if len(y) else X, y)
-    _write_proposals(ctx, rnd, r.weights, r.predicted, r.predicted_sd, r.report)
+    return {"weights": r.weights, "predicted": r.predicted, "predicted_sd": r.predicted_sd, "report": r.report}
 
 
-def _propose_verification(ctx: _Context) -> bool:
-    """Choose the final mixture and queue its verification runs. False: nothing to choose from."""
-    rnd = ctx.plan.verify_round
-    X, y, _ = _done_runs(ctx.ws, ctx.search_id, before_round=rnd)
+def _verification_proposal(ctx: _Context, X: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
+    """The final mixture's verification runs, for `_write_proposals`; None: nothing to choose from."""
     if len(y) == 0:
-        return False
-    final = ctx.strategy.final(X, y, rnd)
+        return None
+    final = ctx.strategy.final(X, y, ctx.plan.verify_round)
     n = ctx.plan.verify
-    W = np.repeat(final.weights[None, :], n, axis=0)
-    _write_proposals(ctx, rnd, W, [final.predicted] * n, [final.predicted_sd] * n, final.report,
-                     purpose="verify", final=final)
-    return True
+    return {"weights": np.repeat(final.weights[None, :], n, axis=0), "predicted": [final.predicted] * n,
+            "predicted_sd": [final.predicted_sd] * n, "report": final.report, "purpose": "verify", "final": final}
+
+
+def _propose_and_prepare(ctx: _Context, executor, fn, rnd: int, n: int, message: str,
+                         carry: contextlib.ExitStack) -> _RoundWork | None:
+    """Propose round `rnd` unless an earlier attempt did, then ready its runs for the executor.
+
+    The catalogue is held (`Workspace.held`) while reading and while writing, not while the strategy
+    computes: a predictor's fit and cross-validation take up to a second, and the dashboard reads
+    meanwhile. `carry` (the hold kept since the last round's final write) ends here."""
+    ws, search_id = ctx.ws, ctx.search_id
+    verify = rnd == ctx.plan.verify_round
+    with ws.held():
+        carry.close()
+        fresh = not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, rnd])
+        if fresh:
+            _set(ws, search_id, message=message)
+            X, y, _ = _done_runs(ws, search_id, before_round=rnd)
+    proposal = None
+    if fresh:
+        proposal = _verification_proposal(ctx, X, y) if verify else _round_proposal(ctx, rnd, n, X, y)
+    with ws.held():
+        if proposal is not None:
+            _write_proposals(ctx, rnd, **proposal)
+        return _prepare_round(ctx, executor, fn, rnd)
 
 
 # --------------------------------------------------------------------------- training
@@ -587,23 +609,14 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
     try:
         with sigterm_raises():
             for rnd, n in enumerate(ctx.sizes, start=1):
-                with ws.held():
-                    carry.close()
-                    if not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, rnd]):
-                        _set(ws, search_id, message=f"round {rnd}/{n_rounds}: proposing {n} mixtures")
-                        _propose_round(ctx, rnd, n)
-                    work = _prepare_round(ctx, executor, fn, rnd)
+                work = _propose_and_prepare(ctx, executor, fn, rnd, n, f"round {rnd}/{n_rounds}: proposing {n} mixtures",
+                                            carry)
                 cancelled = _train_round(ctx, executor, work, f"round {rnd}/{n_rounds}", bar, carry)
                 if cancelled:
                     break
             if not cancelled and ctx.plan.verify:
-                vr = ctx.plan.verify_round
-                with ws.held():
-                    carry.close()
-                    if not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, vr]):
-                        _set(ws, search_id, message="choosing the final mixture")
-                        _propose_verification(ctx)
-                    work = _prepare_round(ctx, executor, fn, vr)
+                work = _propose_and_prepare(ctx, executor, fn, ctx.plan.verify_round, ctx.plan.verify,
+                                            "choosing the final mixture", carry)
                 cancelled = _train_round(ctx, executor, work, "verifying the final mixture", bar, carry)
         if cancelled:
             with ws_tx(ws) as con:
