@@ -122,15 +122,11 @@ def assign(X: np.ndarray, centroids: np.ndarray, batch_size: int = 65536) -> tup
 
 
 def _sample_rows(ws: Workspace, idx: np.ndarray) -> np.ndarray:
-    """Rows `idx` (sorted) of the embeddings, read shard by shard."""
-    from climb_core.embed import iter_embedding_shards
+    """Rows `idx` (sorted) of the embeddings, gathered straight into one float32 array: at 1M documents
+    the 200k-row fit sample is 0.3 GB, and gathering it in parts then concatenating held it twice."""
+    from climb_core.embed import embedding_rows
 
-    parts = []
-    for start, block in iter_embedding_shards(ws):
-        lo, hi = np.searchsorted(idx, [start, start + block.shape[0]])
-        if hi > lo:
-            parts.append(block[idx[lo:hi] - start])
-    return np.concatenate(parts)
+    return embedding_rows(ws)[idx]
 
 
 def _kmeans_clusters(ws: Workspace, config: ClimbConfig, n_docs: int, progress: bool):

@@ -5,11 +5,18 @@ joined into one "class document", and a term scores high when it is frequent in 
 across classes. Every cluster that holds documents (active or pruned) is a class, so describing one
 new cluster after an edit scores its terms against the same background as the describe stage.
 Representatives are the documents nearest the cluster's centroid.
+
+The describe stage counts terms in one pass over the sampled documents in doc_idx order, a few
+thousand texts per short connection (`stream_class_texts`), adding each batch's counts to its
+classes: counts are additive, so this gives the same class-by-term matrix as vectorising each class's
+joined text, with memory that does not grow with the corpus. (Joining a chunk of classes' texts in
+SQL made DuckDB scan every text once per chunk and hold them: 2.7 GB at 1M documents, 4.2x the peak at
+100k; bench/bench_describe_memory.py.) Edits describe through `fetch`, the chunk-of-classes reader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +31,8 @@ from climb_core.workspace import Workspace, transaction
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
 # Clusters vectorised together; bounds the text held in memory at once.
 CLASS_CHUNK = 64
+# Sampled documents whose texts are read per connection by the describe stage's single pass.
+STREAM_ROWS = 8192
 # Document rows scored against their centroid per batch.
 ROW_BATCH = 100_000
 
@@ -71,6 +80,67 @@ def read_class_texts(con, class_ids: list[int], max_docs: int) -> dict[int, str]
     return out
 
 
+_SAMPLE_SQL = """
+    SELECT doc_idx, cluster_id FROM (
+        SELECT cluster_id, doc_idx,
+               row_number() OVER (PARTITION BY cluster_id ORDER BY hash(doc_idx), doc_idx) AS rn
+        FROM doc_clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[])))
+    WHERE rn <= ? ORDER BY doc_idx"""
+
+
+def stream_class_texts(ws: Workspace, class_ids: list[int], max_docs: int,
+                       rows: int = STREAM_ROWS) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """(class position per document, texts) batches over the keyword sample of `class_ids` (each
+    class's first `max_docs` documents by hash(doc_idx), as `read_class_texts` samples), in doc_idx
+    order, one short connection per batch."""
+    with ws.connect() as con:
+        picked = con.execute(_SAMPLE_SQL, [[int(c) for c in class_ids], int(max_docs)]).fetchnumpy()
+    doc_idx = np.asarray(picked["doc_idx"], dtype=np.int64)
+    pos_of = {int(c): i for i, c in enumerate(class_ids)}
+    pos = np.array([pos_of[int(c)] for c in picked["cluster_id"]], dtype=np.int64)
+    for start in range(0, len(doc_idx), rows):
+        ids = doc_idx[start:start + rows]
+        with ws.connect() as con:
+            # The range lets DuckDB skip row groups; the list picks the sampled rows inside it.
+            got = con.execute("SELECT doc_idx, text FROM documents WHERE doc_idx BETWEEN ? AND ? "
+                              "AND doc_idx IN (SELECT unnest(?::BIGINT[])) ORDER BY doc_idx",
+                              [int(ids[0]), int(ids[-1]), ids.tolist()]).fetchall()
+        texts = {int(i): t for i, t in got}
+        yield pos[start:start + rows], [texts.get(int(i)) or "" for i in ids]
+
+
+def _streamed_counts(batches: Iterator[tuple[np.ndarray, list[str]]], n_classes: int, progress: bool = False):
+    """Term counts per class (rows = class positions) and the vocabulary, from (class position,
+    text) batches; the same matrix `_class_counts` builds from each class's joined text."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import CountVectorizer
+    from tqdm import tqdm
+
+    vocab: dict[str, int] = {}
+    total = None
+    for pos, texts in tqdm(batches, desc="keywords", unit="batch", disable=not progress):
+        vec = CountVectorizer(stop_words="english", token_pattern=TOKEN_PATTERN, lowercase=True)
+        try:
+            counts = vec.fit_transform(texts)
+        except ValueError:  # every text in the batch is empty or stop words only
+            continue
+        remap = np.array([vocab.setdefault(w, len(vocab)) for w in vec.get_feature_names_out()], dtype=np.int64)
+        to_class = sparse.csr_matrix((np.ones(len(pos)), (pos, np.arange(len(pos)))), shape=(n_classes, len(pos)))
+        per_class = (to_class @ counts).tocoo()
+        part = sparse.csr_matrix((per_class.data.astype(np.float64), (per_class.row, remap[per_class.col])),
+                                 shape=(n_classes, len(vocab)))
+        if total is not None:
+            total.resize((n_classes, len(vocab)))
+            part = total + part
+        total = part
+    if total is None:
+        return sparse.csr_matrix((n_classes, 0)), np.array([], dtype=object)
+    words = np.empty(len(vocab), dtype=object)
+    for w, i in vocab.items():
+        words[i] = w
+    return total, words
+
+
 def _class_counts(fetch, class_ids: list[int], progress: bool = False):
     """Term counts per class (rows in class_ids order) and the vocabulary, vectorised in chunks;
     `fetch(chunk)` gives the sampled texts of a chunk of classes (class id -> text)."""
@@ -104,23 +174,33 @@ def _class_counts(fetch, class_ids: list[int], progress: bool = False):
 
 
 def ctfidf_keywords(counts, words: np.ndarray, n_keywords: int) -> list[list[str]]:
-    """Top terms per class by c-TF-IDF: tf (per-class share) x log(1 + mean class length / term frequency)."""
+    """Top terms per class by c-TF-IDF: tf (per-class share) x log(1 + mean class length / term frequency).
+
+    Scored in place on one copy of the counts: at a million documents the class-by-term matrix has
+    ~17M entries, and building tf and then the scores as new matrices held three of them at once."""
     from scipy import sparse
 
-    row_sum = np.asarray(counts.sum(axis=1)).ravel()
-    term_freq = np.asarray(counts.sum(axis=0)).ravel()
     if counts.shape[1] == 0:
         return [[] for _ in range(counts.shape[0])]
+    scores = sparse.csr_matrix(counts, dtype=np.float64, copy=True)
+    scores.sum_duplicates()
+    scores.eliminate_zeros()  # as the products did: a stored zero is no keyword
+    row_sum = np.asarray(scores.sum(axis=1)).ravel()
+    term_freq = np.asarray(scores.sum(axis=0)).ravel()
     avg_len = row_sum.mean()
     idf = np.log1p(avg_len / np.maximum(term_freq, 1))
-    tf = sparse.diags(1.0 / np.maximum(row_sum, 1)) @ counts
-    scores = (tf @ sparse.diags(idf)).tocsr()
+    rows = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
+    # The same two products, in the same order, as diag(1 / row_sum) @ counts @ diag(idf).
+    scores.data *= (1.0 / np.maximum(row_sum, 1))[rows]
+    del rows
+    scores.data *= idf[scores.indices]
     out = []
     for i in range(scores.shape[0]):
-        row = scores.getrow(i)
+        lo, hi = scores.indptr[i], scores.indptr[i + 1]
+        cols, vals = scores.indices[lo:hi], scores.data[lo:hi]
         # Sort by score, then word, so ties do not depend on vocabulary order.
-        order = np.lexsort((words[row.indices].astype(str), -row.data))[:n_keywords]
-        out.append([str(words[row.indices[j]]) for j in order])
+        order = np.lexsort((words[cols].astype(str), -vals))[:n_keywords]
+        out.append([str(words[cols[j]]) for j in order])
     return out
 
 
@@ -138,6 +218,8 @@ class DescribeInputs:
     fetch: Callable[[list[int]], dict[int, str]]
     rep_docs: pd.DataFrame | None = None
     rep_centroids: dict[int, object] = field(default_factory=dict)
+    # When set, keywords count terms from these (class position, texts) batches instead of `fetch`.
+    stream: Callable[[], Iterator[tuple[np.ndarray, list[str]]]] | None = None
 
 
 def read_inputs(con, cfg: DescribeConfig, cluster_ids: list[int], with_embeddings: bool,
@@ -162,7 +244,10 @@ def read_inputs(con, cfg: DescribeConfig, cluster_ids: list[int], with_embedding
 def compute_keywords(cfg: DescribeConfig, inputs: DescribeInputs, progress: bool = False) -> pd.DataFrame:
     cluster_ids = inputs.cluster_ids
     class_ids = inputs.class_ids
-    counts, words = _class_counts(inputs.fetch, class_ids, progress)
+    if inputs.stream is not None:
+        counts, words = _streamed_counts(inputs.stream(), len(class_ids), progress)
+    else:
+        counts, words = _class_counts(inputs.fetch, class_ids, progress)
     keywords = ctfidf_keywords(counts, words, cfg.n_keywords)
     pos = {c: i for i, c in enumerate(class_ids)}
     kw = pd.DataFrame({"cluster_id": cluster_ids, "keywords": [keywords[pos[c]] for c in cluster_ids]})
@@ -280,7 +365,7 @@ def describe_clusters(ws: Workspace, config: ClimbConfig, cluster_ids: list[int]
     clusters described with their keywords and auto_label.
 
     Without `con`, the inputs are read in one short connection (the sampled texts in one more short
-    connection per CLASS_CHUNK classes), keywords and representatives are computed with the catalogue
+    connection per STREAM_ROWS documents, in one pass), keywords and representatives are computed with the catalogue
     closed (so a search worker is not kept waiting), and the results are written in one short
     transaction, after checking that the catalogue did not change since the first read (if it did,
     the clusters are described again from the new state).
@@ -296,6 +381,7 @@ def describe_clusters(ws: Workspace, config: ClimbConfig, cluster_ids: list[int]
             if not ids:
                 return pd.DataFrame(columns=["cluster_id", "keywords", "auto_label"])
             inputs = read_inputs(c, cfg, ids, emb is not None, fetch=lambda chunk: read_texts(ws, cfg, chunk))
+            inputs.stream = lambda: stream_class_texts(ws, inputs.class_ids, cfg.max_docs_per_cluster)
         kw = compute_keywords(cfg, inputs, progress)
         reps = compute_representatives(cfg, inputs, emb)
         with ws.connect() as c, transaction(c):

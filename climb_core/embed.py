@@ -306,6 +306,16 @@ def iter_embedding_shards(ws: Workspace) -> Iterator[tuple[int, np.ndarray]]:
         start += block.shape[0]
 
 
+def embedding_rows(ws: Workspace):
+    """The embeddings as an `EmbeddingRows` view: `rows[idx]` reads just those rows into one float32
+    array (no per-shard copies to concatenate, so a 200k-row sample costs its own size once)."""
+    from climb_core.embedding_rows import EmbeddingRows
+
+    paths = _shard_paths(ws)
+    _check_rows(ws, paths)
+    return EmbeddingRows(paths)
+
+
 def load_embeddings(ws: Workspace) -> np.ndarray:
     """All embeddings as one float32 array; row i is document doc_idx = i."""
     paths = _shard_paths(ws)

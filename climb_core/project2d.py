@@ -132,14 +132,10 @@ def stratified_sample(labels: np.ndarray, max_points: int, seed: int = 0) -> np.
 
 
 def _gather(ws: Workspace, rows: np.ndarray) -> np.ndarray:
-    """The embeddings of the sorted doc_idx `rows`, read shard by shard."""
-    from climb_core.embed import iter_embedding_shards
+    """The embeddings of the sorted doc_idx `rows`, gathered into one array (no parts to concatenate)."""
+    from climb_core.embed import embedding_rows
 
-    parts = []
-    for start, block in iter_embedding_shards(ws):
-        lo, hi = np.searchsorted(rows, [start, start + block.shape[0]])
-        parts.append(np.array(block[rows[lo:hi] - start], dtype=np.float32))
-    return np.concatenate(parts)
+    return embedding_rows(ws)[rows]
 
 
 def _stream_batches(ws: Workspace, idx: np.ndarray, batch_pos: list[np.ndarray]):

@@ -117,3 +117,23 @@ def test_ctfidf_prefers_class_specific_terms():
     words = np.array(["common", "court", "neural"], dtype=object)
     counts = sparse.csr_matrix(np.array([[10, 5, 0], [10, 0, 5]], dtype=float))
     assert ctfidf_keywords(counts, words, 2) == [["court", "common"], ["neural", "common"]]
+
+
+@pytest.mark.parametrize("max_docs, rows", [(2000, 7), (5, 3)])
+def test_streamed_counts_equal_the_per_class_counts(ws, max_docs, rows):
+    """The describe stage's one-pass term counts (small batches, in doc_idx order) are the same
+    class-by-term matrix as vectorising each class's joined sample, with a sample that takes every
+    document and with one that takes 5 per class."""
+    from climb_core import describe
+
+    with ws.connect() as con:
+        class_ids = describe._doc_holding_ids(con)
+        joined, words_j = describe._class_counts(
+            lambda chunk: describe.read_class_texts(con, chunk, max_docs), class_ids)
+    streamed, words_s = describe._streamed_counts(
+        describe.stream_class_texts(ws, class_ids, max_docs, rows=rows), len(class_ids))
+    assert joined.shape[1] > 100 and sorted(words_j) == sorted(words_s)
+    order = np.argsort(words_s.astype(str))
+    ref = np.argsort(words_j.astype(str))
+    np.testing.assert_array_equal(streamed[:, order].toarray(), joined[:, ref].toarray())
+    assert describe.ctfidf_keywords(streamed, words_s, 8) == describe.ctfidf_keywords(joined, words_j, 8)
