@@ -59,7 +59,10 @@ def _done_keys() -> dict[tuple, dict]:
 
 def run_one(p, base_cfg, strategy: str, predictor: str, budget: int, seed: int, ref_scores: dict,
             split: str = "", extra: dict | None = None) -> dict:
-    over = {"search.strategy": strategy, "search.budget": budget, "search.seed": seed, "search.predictor": predictor}
+    # Proxies one after another: `overhead` is then the search's own cost, not hidden behind the
+    # auto executor's parallel proxies (which executor runs them never changes a proposal).
+    over = {"search.strategy": strategy, "search.budget": budget, "search.seed": seed, "search.predictor": predictor,
+            "search.executor": "local"}
     if strategy == "climb":
         over.update(extra or {})
     if split and strategy == "climb":

@@ -235,6 +235,29 @@ def test_batched_records_reach_disk_on_interrupt(ws):
     assert workspace_module._HELD == {}  # neither the interrupt nor the resume left the catalogue held
 
 
+def test_a_failed_background_write_fails_the_search_and_keeps_earlier_runs(ws, monkeypatch):
+    """Runs are written on a background thread; a write that fails there stops the search with that
+    error (not a silent loss), and the runs written before it stay on disk."""
+    from climb_core.search import engine
+
+    real, calls = engine._record, []
+
+    def failing_record(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_record", failing_record)
+    sid = create_search(ws, search_config("random", 6, record_every_s=0.0001))
+    with pytest.raises(OSError, match="disk full"):
+        run_search(ws, sid, objective=objective, progress=False)
+    row = ws.query_df("SELECT status, message FROM searches WHERE search_id = ?", [sid]).iloc[0]
+    assert row["status"] == "failed" and "disk full" in row["message"]
+    assert (search_runs(ws, sid)["status"] == "done").sum() >= 1
+    assert workspace_module._HELD == {}
+
+
 @pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(ws, tmp_path):
     """kill -9 mid-round 2 in a subprocess; the resumed search ends with the runs of an uninterrupted one."""

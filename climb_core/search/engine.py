@@ -36,7 +36,7 @@ from climb_core.executors import LocalExecutor
 from climb_core.liveness import Interrupted, process_start, sigterm_raises
 from climb_core.search.acquisition import ACQUISITIONS
 from climb_core.search.constraints import ConstraintError, constraints_for
-from climb_core.search.predictors.select import PREDICTORS
+from climb_core.search.predictors.select import PREDICTORS, warm_imports
 from climb_core.search.sampling import DESIGNS
 from climb_core.search.strategies import STRATEGIES, Final, Plan, Strategy, plan, round_sizes
 from climb_core.workspace import Workspace, transaction
@@ -403,19 +403,29 @@ def _record(ws: Workspace, search_id: str, pairs: list, message: str, next_run_i
 class _Recorder:
     """Collects a round's finished runs and writes them together, at most `every_s` apart
     (search.record_every_s): one catalogue transaction costs 15-35 ms, a tenth of an n-gram proxy.
-    A kill -9 loses at most that much finished work, which a resume trains again with the same seeds."""
+
+    The writes go to one background thread, in order and at most one in flight, so a proxy trains
+    while the previous ones are written (DuckDB releases the GIL); `close` waits for them. A cancel
+    request is seen one write later than it would be inline (with every_s = 0 each write is waited
+    for, so a run is on disk before the next starts). A kill -9 loses at most `every_s` of
+    finished work (and the write in flight), which a resume trains again with the same seeds."""
 
     def __init__(self, ws: Workspace, search_id: str, every_s: float):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.ws, self.search_id, self.every_s = ws, search_id, every_s
         self.pending: list = []
         self.message = ""
         self.next_run_id: str | None = None
         self.status = "running"
         self.last = time.monotonic()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="climb-record")
+        self._inflight = None
 
     @property
     def cancelled(self) -> bool:
-        """A cancel request was seen in the last write."""
+        """A cancel request was seen in the last finished write."""
+        self._collect(wait=False)
         return self.status in ("cancelling", "cancelled")
 
     def add(self, job, result, message: str, next_run_id: str | None) -> None:
@@ -424,11 +434,32 @@ class _Recorder:
         if not _run_ok(result) or time.monotonic() - self.last >= self.every_s:
             self.flush()
 
+    def _collect(self, wait: bool) -> None:
+        """Take the status from the write in flight once it is done (or wait for it); its error, if
+        any, is raised here, in the search's thread."""
+        fut = self._inflight
+        if fut is None or (not wait and not fut.done()):
+            return
+        self._inflight = None
+        self.status = fut.result()
+
     def flush(self) -> None:
         if self.pending:
-            self.status = _record(self.ws, self.search_id, self.pending, self.message, self.next_run_id)
+            self._collect(wait=True)  # in order: a run's 'done' never overtakes its 'running'
+            self._inflight = self._writer.submit(_record, self.ws, self.search_id, self.pending, self.message,
+                                                 self.next_run_id)
             self.pending = []
+            if self.every_s <= 0:
+                self._collect(wait=True)  # 'after every run' (0) also means before the next starts
         self.last = time.monotonic()
+
+    def close(self) -> None:
+        """Write what is pending and wait for every write: all finished runs are then on disk."""
+        try:
+            self.flush()
+            self._collect(wait=True)
+        finally:
+            self._writer.shutdown(wait=True)
 
 
 def _mark_running(con, search_id: str, run_id: str) -> None:
@@ -566,7 +597,7 @@ def _train_round(ctx: _Context, executor, work: _RoundWork | None, label: str, b
         if carry is not None:
             carry.enter_context(ws.held())
         # Also on an interrupt: every finished run reaches the catalogue before the error goes up.
-        recorder.flush()
+        recorder.close()
     return cancelled or recorder.cancelled
 
 
@@ -601,6 +632,8 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
                         "WHERE search_id = ?", [os.getpid(), process_start(), _now(), search_id])
         budget = ctx.plan.total
         n_done0 = int(ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND status = 'done'", [search_id]))
+    if ctx.strategy.name in ("climb", "regmix"):
+        warm_imports()
     bar = tqdm(total=budget, initial=min(n_done0, budget), desc=f"search {search_id}", unit="proxy", disable=not progress)
     executor = make_executor(ctx.config.search)
     cancelled = False

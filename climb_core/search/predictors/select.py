@@ -8,6 +8,7 @@ candidate's figures and the choice are recorded with the round, whichever predic
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -45,6 +46,21 @@ def fit(name: str, X, y, cfg: PredictorConfig, final: bool = False) -> Fitted:
 
         return fit_lightgbm(X, y, cfg)
     raise PredictorError(f"unknown predictor {name!r}; use one of {', '.join(PREDICTORS)}")
+
+
+def warm_imports() -> threading.Thread:
+    """Import what fitting the predictors needs (scikit-learn's GP, LightGBM, SciPy: ~1 s) on a
+    background thread, so that a search's first fit does not pay it after round 1: round 1 trains
+    meanwhile, and its proxies spend most of their time in NumPy sorts that release the GIL."""
+    def load() -> None:
+        import lightgbm  # noqa: F401
+        import scipy.optimize  # noqa: F401
+        import scipy.stats  # noqa: F401
+        import sklearn.gaussian_process  # noqa: F401
+
+    thread = threading.Thread(target=load, name="climb-warm-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def cross_validate(name: str, X, y, cfg: PredictorConfig, probe: np.ndarray | None = None,
