@@ -33,6 +33,8 @@ TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
 CLASS_CHUNK = 64
 # Sampled documents whose texts are read per connection by the describe stage's single pass.
 STREAM_ROWS = 8192
+# Classes per block of the streamed term counts (RowBlocks).
+ROW_BLOCK = 64
 # Document rows scored against their centroid per batch.
 ROW_BATCH = 100_000
 
@@ -109,36 +111,63 @@ def stream_class_texts(ws: Workspace, class_ids: list[int], max_docs: int,
         yield pos[start:start + rows], [texts.get(int(i)) or "" for i in ids]
 
 
-def _streamed_counts(batches: Iterator[tuple[np.ndarray, list[str]]], n_classes: int, progress: bool = False):
+@dataclass
+class RowBlocks:
+    """A class-by-term count matrix kept as consecutive row blocks (CSR each, same columns): a
+    batch's counts are added one block at a time, so the sum's copy is a block, not the matrix."""
+    blocks: list
+    shape: tuple[int, int]
+
+    def tocsr(self):
+        from scipy import sparse
+
+        return sparse.vstack(self.blocks, format="csr") if self.blocks else sparse.csr_matrix(self.shape)
+
+
+def _streamed_counts(batches: Iterator[tuple[np.ndarray, list[str]]], n_classes: int,
+                     progress: bool = False) -> tuple[RowBlocks, np.ndarray]:
     """Term counts per class (rows = class positions) and the vocabulary, from (class position,
-    text) batches; the same matrix `_class_counts` builds from each class's joined text."""
+    text) batches; the same matrix `_class_counts` builds from each class's joined text.
+
+    Memory: at a million documents the counts have ~17M cells. They are int32 (4 bytes a value
+    against float64's 8) and in blocks of ROW_BLOCK classes, so adding a batch copies one block."""
     from scipy import sparse
     from sklearn.feature_extraction.text import CountVectorizer
     from tqdm import tqdm
 
+    edges = list(range(0, n_classes, ROW_BLOCK)) + [n_classes]
+    blocks: list = [None] * (len(edges) - 1)
     vocab: dict[str, int] = {}
-    total = None
     for pos, texts in tqdm(batches, desc="keywords", unit="batch", disable=not progress):
-        vec = CountVectorizer(stop_words="english", token_pattern=TOKEN_PATTERN, lowercase=True)
+        vec = CountVectorizer(stop_words="english", token_pattern=TOKEN_PATTERN, lowercase=True, dtype=np.int32)
         try:
             counts = vec.fit_transform(texts)
         except ValueError:  # every text in the batch is empty or stop words only
             continue
-        remap = np.array([vocab.setdefault(w, len(vocab)) for w in vec.get_feature_names_out()], dtype=np.int64)
-        to_class = sparse.csr_matrix((np.ones(len(pos)), (pos, np.arange(len(pos)))), shape=(n_classes, len(pos)))
-        per_class = (to_class @ counts).tocoo()
-        part = sparse.csr_matrix((per_class.data.astype(np.float64), (per_class.row, remap[per_class.col])),
-                                 shape=(n_classes, len(vocab)))
-        if total is not None:
-            total.resize((n_classes, len(vocab)))
-            part = total + part
-        total = part
-    if total is None:
-        return sparse.csr_matrix((n_classes, 0)), np.array([], dtype=object)
+        remap = np.array([vocab.setdefault(w, len(vocab)) for w in vec.get_feature_names_out()], dtype=np.int32)
+        to_class = sparse.csr_matrix((np.ones(len(pos), dtype=np.int32), (pos, np.arange(len(pos)))),
+                                     shape=(n_classes, len(pos)))
+        per_class = (to_class @ counts).tocsr()
+        for b, (lo, hi) in enumerate(zip(edges, edges[1:])):
+            rows = per_class[lo:hi]
+            if rows.nnz == 0:
+                continue
+            part = sparse.csr_matrix((rows.data.astype(np.int32), remap[rows.indices], rows.indptr),
+                                     shape=(hi - lo, len(vocab)))
+            part.sort_indices()
+            if blocks[b] is not None:
+                blocks[b].resize((hi - lo, len(vocab)))
+                part = blocks[b] + part
+            blocks[b] = part
+    for b, (lo, hi) in enumerate(zip(edges, edges[1:])):
+        if blocks[b] is None:
+            blocks[b] = sparse.csr_matrix((hi - lo, len(vocab)), dtype=np.int32)
+        else:
+            blocks[b].resize((hi - lo, len(vocab)))
     words = np.empty(len(vocab), dtype=object)
     for w, i in vocab.items():
         words[i] = w
-    return total, words
+    return RowBlocks(blocks, (n_classes, len(vocab))), words
 
 
 def _class_counts(fetch, class_ids: list[int], progress: bool = False):
@@ -173,34 +202,53 @@ def _class_counts(fetch, class_ids: list[int], progress: bool = False):
     return matrix, words
 
 
-def ctfidf_keywords(counts, words: np.ndarray, n_keywords: int) -> list[list[str]]:
+def ctfidf_keywords(counts, words: np.ndarray, n_keywords: int, consume: bool = False) -> list[list[str]]:
     """Top terms per class by c-TF-IDF: tf (per-class share) x log(1 + mean class length / term frequency).
 
-    Scored in place on one copy of the counts: at a million documents the class-by-term matrix has
-    ~17M entries, and building tf and then the scores as new matrices held three of them at once."""
+    `counts`: a sparse class-by-term matrix or RowBlocks. Scored one row block at a time, on a
+    float copy of that block's values only: at a million documents the matrix has ~17M cells, and
+    a copy of it, a row index per cell and a score matrix had held four of them at once. `consume`:
+    the caller's blocks are released as each is scored, so the caller must not use them after."""
     from scipy import sparse
 
-    if counts.shape[1] == 0:
-        return [[] for _ in range(counts.shape[0])]
-    scores = sparse.csr_matrix(counts, dtype=np.float64, copy=True)
-    scores.sum_duplicates()
-    scores.eliminate_zeros()  # as the products did: a stored zero is no keyword
-    row_sum = np.asarray(scores.sum(axis=1)).ravel()
-    term_freq = np.asarray(scores.sum(axis=0)).ravel()
-    avg_len = row_sum.mean()
-    idf = np.log1p(avg_len / np.maximum(term_freq, 1))
-    rows = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
-    # The same two products, in the same order, as diag(1 / row_sum) @ counts @ diag(idf).
-    scores.data *= (1.0 / np.maximum(row_sum, 1))[rows]
-    del rows
-    scores.data *= idf[scores.indices]
-    out = []
-    for i in range(scores.shape[0]):
-        lo, hi = scores.indptr[i], scores.indptr[i + 1]
-        cols, vals = scores.indices[lo:hi], scores.data[lo:hi]
-        # Sort by score, then word, so ties do not depend on vocabulary order.
-        order = np.lexsort((words[cols].astype(str), -vals))[:n_keywords]
-        out.append([str(words[cols[j]]) for j in order])
+    if isinstance(counts, RowBlocks):
+        blocks = counts.blocks if consume else list(counts.blocks)
+        n_cols = counts.shape[1]
+    else:
+        blocks = [counts if consume and sparse.isspmatrix_csr(counts) else sparse.csr_matrix(counts)]
+        n_cols = counts.shape[1]
+    n_rows = sum(b.shape[0] for b in blocks)
+    if n_cols == 0:
+        return [[] for _ in range(n_rows)]
+    for b in blocks:
+        if not b.has_canonical_format:
+            b.sum_duplicates()
+    row_sum = np.concatenate([np.asarray(b.sum(axis=1, dtype=np.float64)).ravel() for b in blocks])
+    term_freq = np.zeros(n_cols)
+    for b in blocks:
+        term_freq += np.asarray(b.sum(axis=0, dtype=np.float64)).ravel()
+    idf = np.log1p(row_sum.mean() / np.maximum(term_freq, 1))
+    inv_len = 1.0 / np.maximum(row_sum, 1)
+    out: list[list[str]] = []
+    for k in range(len(blocks)):
+        block = blocks[k]
+        if consume:
+            blocks[k] = None  # this block's counts go once scored
+        indptr, indices = block.indptr, block.indices
+        scores = block.data.astype(np.float64)
+        for r in range(block.shape[0]):
+            lo, hi = indptr[r], indptr[r + 1]
+            vals = scores[lo:hi]
+            # The same two products, in the same order, as diag(1 / row_sum) @ counts @ diag(idf).
+            vals *= inv_len[len(out)]
+            cols = indices[lo:hi]
+            vals *= idf[cols]
+            keep = vals != 0  # a stored zero is no keyword
+            cols, vals = cols[keep], vals[keep]
+            # Sort by score, then word, so ties do not depend on vocabulary order.
+            order = np.lexsort((words[cols].astype(str), -vals))[:n_keywords]
+            out.append([str(words[cols[j]]) for j in order])
+        del block, scores
     return out
 
 
@@ -248,7 +296,8 @@ def compute_keywords(cfg: DescribeConfig, inputs: DescribeInputs, progress: bool
         counts, words = _streamed_counts(inputs.stream(), len(class_ids), progress)
     else:
         counts, words = _class_counts(inputs.fetch, class_ids, progress)
-    keywords = ctfidf_keywords(counts, words, cfg.n_keywords)
+    keywords = ctfidf_keywords(counts, words, cfg.n_keywords, consume=True)
+    del counts
     pos = {c: i for i, c in enumerate(class_ids)}
     kw = pd.DataFrame({"cluster_id": cluster_ids, "keywords": [keywords[pos[c]] for c in cluster_ids]})
     kw["auto_label"] = [" / ".join(k[:cfg.label_words]) if k else None for k in kw["keywords"]]

@@ -135,5 +135,5 @@ def test_streamed_counts_equal_the_per_class_counts(ws, max_docs, rows):
     assert joined.shape[1] > 100 and sorted(words_j) == sorted(words_s)
     order = np.argsort(words_s.astype(str))
     ref = np.argsort(words_j.astype(str))
-    np.testing.assert_array_equal(streamed[:, order].toarray(), joined[:, ref].toarray())
+    np.testing.assert_array_equal(streamed.tocsr()[:, order].toarray(), joined[:, ref].toarray())
     assert describe.ctfidf_keywords(streamed, words_s, 8) == describe.ctfidf_keywords(joined, words_j, 8)
