@@ -161,6 +161,10 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 # Per catalogue file: (the connection a `held()` block keeps open, how many blocks hold it).
 _HELD: dict[str, tuple[duckdb.DuckDBPyConnection, int]] = {}
 _HELD_LOCK = threading.Lock()
+# Threads of one process (the search's recorder, dashboard sessions) share DuckDB's in-process
+# instance of a file; opening and closing it are serialised so that no thread is handed an
+# instance that another is still setting up or tearing down.
+_OPEN_CLOSE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -234,7 +238,8 @@ class Workspace:
         delay = 0.02
         while True:
             try:
-                return duckdb.connect(str(self.db_path), read_only=read_only)
+                with _OPEN_CLOSE_LOCK:
+                    return duckdb.connect(str(self.db_path), read_only=read_only)
             except (duckdb.IOException, duckdb.ConnectionException) as err:
                 if not _is_lock_error(err) or time.monotonic() > deadline:
                     raise
@@ -248,7 +253,8 @@ class Workspace:
         try:
             yield con
         finally:
-            con.close()
+            with _OPEN_CLOSE_LOCK:
+                con.close()
 
     @contextlib.contextmanager
     def held(self) -> Iterator["Workspace"]:
@@ -270,7 +276,8 @@ class Workspace:
                 if n > 1:
                     _HELD[key] = (con, n - 1)
                 else:
-                    con.close()
+                    with _OPEN_CLOSE_LOCK:
+                        con.close()
 
     def schema_version(self) -> int:
         with self.connect() as con:

@@ -370,25 +370,21 @@ def _record(ws: Workspace, search_id: str, pairs: list, message: str, next_run_i
         done = [(job, res) for job, res in pairs if _run_ok(res)]
         failed = [(job, res) for job, res in pairs if not _run_ok(res)]
         if done:
-            # One set-based UPDATE: executemany costs a few ms per row, a registered frame one statement.
-            con.register("finished", pd.DataFrame({
-                "run_id": [job.run_id for job, _ in done],
-                "score": [float(r.score) for _, r in done],
-                "scores_json": [json.dumps(r.scores) for _, r in done],
-                "loss_curve": [[float(x) for x in r.loss_curve] for _, r in done],
-                "epochs_json": [json.dumps({str(k): float(v) for k, v in r.epochs.items()}) for _, r in done],
-                "tokens": [int(r.tokens or 0) for _, r in done],
-                "wall_s": [float(r.wall_s) for _, r in done],
-                "host": [r.host or socket.gethostname() for _, r in done],
-            }))
+            # One set-based UPDATE over a VALUES list: executemany costs a few ms per row. Bound
+            # parameters, not a registered DataFrame: this runs on the recorder's thread, and a
+            # pandas scan there once failed in CI ("pandas_scan does not exist").
+            rows = [[job.run_id, float(r.score), json.dumps(r.scores), [float(x) for x in r.loss_curve],
+                     json.dumps({str(k): float(v) for k, v in r.epochs.items()}), int(r.tokens or 0),
+                     float(r.wall_s), r.host or socket.gethostname()] for job, r in done]
+            values = ", ".join(["(?, ?::DOUBLE, ?, ?::DOUBLE[], ?, ?::BIGINT, ?::DOUBLE, ?)"] * len(rows))
             con.execute(
-                """UPDATE proxy_runs SET status = 'done', score = f.score, scores_json = f.scores_json,
-                       loss_curve = CAST(f.loss_curve AS DOUBLE[]), epochs_json = f.epochs_json,
+                f"""UPDATE proxy_runs SET status = 'done', score = f.score, scores_json = f.scores_json,
+                       loss_curve = f.loss_curve, epochs_json = f.epochs_json,
                        tokens = coalesce(nullif(f.tokens, 0), proxy_runs.tokens), wall_s = f.wall_s, host = f.host,
                        finished_at = ?, error = NULL
-                   FROM finished f WHERE proxy_runs.search_id = ? AND proxy_runs.run_id = f.run_id""",
-                [now, search_id])
-            con.unregister("finished")
+                   FROM (VALUES {values}) AS f(run_id, score, scores_json, loss_curve, epochs_json, tokens, wall_s, host)
+                   WHERE proxy_runs.search_id = ? AND proxy_runs.run_id = f.run_id""",
+                [now] + [x for row in rows for x in row] + [search_id])  # in the order the ?s appear
         for job, res in failed:
             err = res if isinstance(res, BaseException) else ValueError(f"non-finite score: {getattr(res, 'score', None)!r}")
             con.execute("UPDATE proxy_runs SET status = 'failed', error = ?, finished_at = ? WHERE search_id = ? AND run_id = ?",
