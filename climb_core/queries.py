@@ -279,6 +279,34 @@ def map_sample(ws: Workspace, budget: int, fields: list[str] | None = None, *, s
     return df.rename(columns={f"meta.{i}": f"meta.{f}" for i, f in enumerate(fields)}), n_view
 
 
+def map_view_points(ws: Workspace, field: str | None = None, *, show_pruned: bool = True,
+                    region: tuple[float, float, float, float] | None = None) -> dict[str, np.ndarray]:
+    """Every map point in view, with only what colours it: x, y (float32), cluster_rank (as
+    `map_sample`, -1 for none), pruned (bool), quality (float32, NaN for none) and, when `field` is a
+    meta_json field, its value as text (`meta`). Plain arrays, not a DataFrame: at a million points
+    the map's backdrop image is drawn from these and a frame of them would cost several times more."""
+    where, params = _map_filter(show_pruned, region)
+    meta = ", json_extract_string(d.meta_json, ?) AS meta" if field else ""
+    join_docs = "JOIN documents d USING (doc_idx)" if field else ""
+    with ws.connect() as con:
+        cols = con.execute(f"""
+            SELECT m.x::FLOAT AS x, m.y::FLOAT AS y, coalesce(r.cluster_rank, -1)::INTEGER AS cluster_rank,
+                   coalesce(c.state = 'pruned', FALSE) AS pruned, s.quality::FLOAT AS quality {meta}
+            FROM map_coords m {join_docs}
+            LEFT JOIN doc_clusters dc USING (doc_idx)
+            LEFT JOIN clusters c ON c.cluster_id = dc.cluster_id
+            LEFT JOIN (SELECT cluster_id, dense_rank() OVER (ORDER BY cluster_id) - 1 AS cluster_rank
+                       FROM clusters) r ON r.cluster_id = dc.cluster_id
+            LEFT JOIN doc_stats s USING (doc_idx)
+            WHERE {where}""", ([f'$."{field}"'] if field else []) + params).fetchnumpy()
+    out = {k: np.asarray(v) for k, v in cols.items()}
+    # fetchnumpy gives masked arrays where a column has NULLs
+    out["quality"] = np.ma.filled(np.ma.asarray(cols["quality"], dtype=np.float32), np.nan)
+    if field:
+        out["meta"] = np.ma.filled(np.ma.asarray(cols["meta"], dtype=object), None)
+    return out
+
+
 def points_in_polygon(x: np.ndarray, y: np.ndarray, px, py) -> np.ndarray:
     """Mask of the points (x, y) inside the polygon with vertices (px, py) (even-odd rule).
 

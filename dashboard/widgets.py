@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 import streamlit as st
 
 from climb_core import queries
 from climb_core.workspace import Workspace, WorkspaceError
+from dashboard.map_backdrop import backdrop, colorscale_lut, hex_to_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
@@ -63,9 +65,12 @@ def cached_cluster_table(root: str, catalogue: tuple) -> pd.DataFrame:
     return queries.cluster_table(open_workspace(root))
 
 
-# Defaults of the Map page, chosen by bench/bench_map_render.py: in headless Chromium a 50k-point
-# figure took ~2 s longer than a 20k one, while 25k per-cluster samples still show every cluster's shape.
-MAP_BUDGET = 25_000
+# Defaults of the Map page, chosen by bench/bench_map_render.py: a browser without a GPU draws plotly's
+# WebGL markers at ~25 ms per thousand and pays ~0.3 s for the WebGL context, so beyond this many
+# points in view a per-cluster sample is drawn as SVG markers (hover, click) over a server-drawn
+# image of every point (map_backdrop.py).
+MAP_BUDGET = 2_000
+SVG_MAX_POINTS = 3_000
 MAP_HOVER = 5_000
 
 
@@ -78,9 +83,13 @@ def cached_map_figure(root: str, catalogue: tuple, fields: tuple[str, ...], colo
     """The map figure and its per-trace doc_idx, how many points it draws and how many are in view,
     built once per catalogue version and view settings (a box or lasso selection reruns the page; it
     must not rebuild the figure). Beyond `budget` points in view, a per-cluster sample is drawn."""
-    df, n_view = queries.map_sample(open_workspace(root), budget, list(fields), show_pruned=show_pruned,
-                                    region=region, include=highlight)
-    return map_figure(df, color_by, list(highlight), hover_max=hover_max), len(df), n_view
+    ws = open_workspace(root)
+    df, n_view = queries.map_sample(ws, budget, list(fields), show_pruned=show_pruned, region=region, include=highlight)
+    view = None
+    if n_view > len(df):  # a sample is drawn as markers: every point in view goes into the backdrop image
+        field = color_by.removeprefix("meta.") if color_by.startswith("meta.") else None
+        view = queries.map_view_points(ws, field, show_pruned=show_pruned, region=region)
+    return map_figure(df, color_by, list(highlight), hover_max=hover_max, view=view), len(df), n_view
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -233,15 +242,19 @@ PRUNED_COLOR = "#BBBBBB"
 
 def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int] | None = None,
                hover_max: int = 20_000, max_categories: int = 40, seed: int = 0,
-               max_labels: int = 60) -> tuple[go.Figure, list[np.ndarray]]:
+               max_labels: int = 60, view: dict[str, np.ndarray] | None = None) -> tuple[go.Figure, list[np.ndarray]]:
     """A WebGL scatter of the map points; returns the figure and, per trace, the doc_idx of its points
-    (so a selection's (curve_number, point_index) maps back to documents).
+    (so a selection's (curve_number, point_index) maps back to documents; the labels' trace holds none).
 
     Hover previews are HTML-escaped and sent for at most `hover_max` points (a random sample); the
     others show their cluster only, which keeps the page light. Coloured by cluster, every cluster
     has its own colour (`distinct_colors`, by the `cluster_rank` column when present, so a cluster
     keeps its colour when the view changes) and the largest `max_labels` clusters are labelled at
     their centre (the median of their points): one trace per cluster would not scale to 1000.
+
+    `view`: every point in view (`queries.map_view_points`) when `df` is a sample of them. They are
+    drawn beneath the markers as one image in the same colours (`map_backdrop`), so the map shows
+    every document while the browser draws only the sample.
     """
     n = len(df)
     rng = np.random.default_rng(seed)
@@ -262,6 +275,9 @@ def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int]
     fig = go.Figure()
     curves: list[np.ndarray] = []
     marker_size = 4 if n < 20_000 else 2.5
+    # SVG up to a few thousand markers: a WebGL context costs a CPU-only browser ~0.3 s to set up,
+    # more than SVG spends on that many points (bench_map_render.py).
+    scatter = go.Scatter if n <= SVG_MAX_POINTS else go.Scattergl
     pruned = df["state"].fillna("").to_numpy() == "pruned" if "state" in df else np.zeros(n, bool)
 
     def add(mask, name, color, group=None, extra_tpl="", **marker):
@@ -278,17 +294,22 @@ def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int]
             common = dict(x=x[m], y=y[m], mode="markers", name=esc(preview(name, 60)), legendgroup=group or name,
                           marker=mk)
             if with_preview:
-                fig.add_trace(go.Scattergl(**common, hovertext=hover[m],
+                fig.add_trace(scatter(**common, hovertext=hover[m],
                                            hovertemplate="%{hovertext}" + extra_tpl + "<extra></extra>"))
             else:
-                fig.add_trace(go.Scattergl(**common, customdata=cid[m], showlegend=not mask[sampled].any(),
+                fig.add_trace(scatter(**common, customdata=cid[m], showlegend=not mask[sampled].any(),
                                            hovertemplate="cluster %{customdata}" + extra_tpl + "<extra></extra>"))
             curves.append(doc_idx[m])
 
+    view_rgb = None  # the colour of every point in `view`, as the markers are coloured
     if color_by == "quality":
         q = df["quality"].fillna(0).to_numpy()
         add(np.ones(n, bool), "documents", q, extra_tpl="<br>quality %{marker.color:.3f}", colorscale="Viridis",
             cmin=0, cmax=1, colorbar=dict(title="quality", thickness=12))
+        if view is not None:
+            lut = colorscale_lut(plotly.colors.sequential.Viridis)
+            vq = np.nan_to_num(view["quality"], nan=0.0)
+            view_rgb = lut[np.clip((vq * (len(lut) - 1)).round().astype(np.int64), 0, len(lut) - 1)]
     elif color_by == "cluster":
         if "cluster_rank" in df:
             rank = df["cluster_rank"].fillna(-1).astype(np.int64).to_numpy()
@@ -297,8 +318,14 @@ def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int]
             rank = np.where(cid >= 0, np.searchsorted(known, cid), -1)
         # Colour by number through a stepped colour scale: plotly validates a numeric typed array at
         # once, while 50k+ colour strings are checked one by one (seconds) and weigh more on the wire.
-        palette = distinct_colors(int(rank.max()) + 1 if n else 1) + [PRUNED_COLOR]
+        top_rank = int(rank.max()) if n else 0
+        if view is not None and len(view["cluster_rank"]):
+            top_rank = max(top_rank, int(view["cluster_rank"].max()))
+        palette = distinct_colors(top_rank + 1) + [PRUNED_COLOR]
         k = len(palette)
+        if view is not None:
+            vr = view["cluster_rank"]
+            view_rgb = hex_to_rgb(palette)[np.where((vr >= 0) & ~view["pruned"], vr, k - 1)]
         scale = [[edge, c] for i, c in enumerate(palette) for edge in (i / k, (i + 1) / k)]
         colors = np.where(rank >= 0, rank, k - 1).astype(np.float32) + 0.5
         active = ~pruned
@@ -312,13 +339,20 @@ def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int]
             add(pruned, f"pruned ({len(pc)}): " + ", ".join(names) + (", …" if len(pc) > 3 else ""),
                 PRUNED_COLOR, group="pruned")
         # labels at the centres of the largest clusters, as annotations (not traces: they hold no documents)
+        # A text trace, not annotations: 60 annotations cost the browser ~0.2 s, a text trace almost nothing.
         notes = []
         for c in pd.Series(cid).value_counts().index[:max_labels] if n else []:
             m = cid == c
             lbl = esc(preview(label_uniques[label_codes[np.flatnonzero(m)[0]]], 28))  # cut, then escape
-            notes.append(dict(x=float(np.median(x[m])), y=float(np.median(y[m])), text=f"{c}: {lbl}",
-                              showarrow=False, font=dict(size=10, color="#222222"), bgcolor="rgba(255,255,255,0.6)"))
-        fig.update_layout(annotations=notes)
+            notes.append((float(np.median(x[m])), float(np.median(y[m])), f"{c}: {lbl}"))
+        if notes:
+            lx, ly, lt = zip(*notes)
+            # a white halo keeps a label readable over dense colour (annotations had a background box)
+            font = dict(size=10, color="#222222", shadow="0 0 2px #FFFFFF, 0 0 3px #FFFFFF")
+            fig.add_trace(go.Scatter(x=lx, y=ly, text=lt, mode="text", name="cluster labels", textfont=font,
+                                     hoverinfo="skip", showlegend=False, selected=dict(textfont=dict(color=font["color"])),
+                                     unselected=dict(textfont=dict(color=font["color"]))))
+            curves.append(np.zeros(0, dtype=doc_idx.dtype))
     else:
         key = df[color_by].fillna("(none)").astype(str)
         counts = key.value_counts()
@@ -330,6 +364,13 @@ def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int]
         palette = distinct_colors(len(top))
         for i, k in enumerate(top):
             add(keys == k, k, palette[i], group=f"cat-{i}")
+        if view is not None:
+            colour_of = {k: i for i, k in enumerate(top)}
+            fallback = colour_of.get("(other)", len(top))
+            lut = hex_to_rgb(palette + [PRUNED_COLOR])
+            codes = np.array([colour_of.get("(none)" if v is None else str(v), fallback) for v in view["meta"]],
+                             dtype=np.int64)
+            view_rgb = lut[codes] if len(codes) else np.zeros((0, 3), np.uint8)
     if highlight:
         mask = np.isin(doc_idx, np.asarray(highlight))
         if mask.any():
@@ -337,7 +378,7 @@ def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int]
             ring_hover = [f"{esc_labels[label_codes[r]]}<br>{esc(preview(p, 80))}" if i < hover_max
                           else esc_labels[label_codes[r]]
                           for i, (r, p) in enumerate(zip(rows, prev[rows]))]
-            fig.add_trace(go.Scattergl(
+            fig.add_trace((go.Scatter if mask.sum() <= SVG_MAX_POINTS else go.Scattergl)(
                 x=x[mask], y=y[mask], mode="markers", name="text matches", hovertext=ring_hover,
                 hovertemplate="%{hovertext}<extra></extra>",
                 marker=dict(size=9, color="rgba(0,0,0,0)", line=dict(color="#000000", width=1.5))))
@@ -346,6 +387,15 @@ def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int]
                       legend=dict(itemsizing="constant", font=dict(size=10)), hovermode="closest",
                       xaxis=dict(showticklabels=False, zeroline=False, showgrid=False),
                       yaxis=dict(showticklabels=False, zeroline=False, showgrid=False))
+    image = backdrop(view["x"], view["y"], view_rgb, seed) if view is not None and view_rgb is not None else None
+    if image is not None:
+        x0, x1, y0, y1 = image.extent
+        fig.add_layout_image(source=image.uri, xref="x", yref="y", x=x0, y=y1, sizex=x1 - x0, sizey=y1 - y0,
+                             xanchor="left", yanchor="top", sizing="stretch", layer="below")
+        # plotly's autorange ignores images: the axes must cover the backdrop, not only the sample
+        px, py = 0.02 * (x1 - x0), 0.02 * (y1 - y0)
+        fig.update_xaxes(range=[x0 - px, x1 + px])
+        fig.update_yaxes(range=[y0 - py, y1 + py])
     return fig, curves
 
 

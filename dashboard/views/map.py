@@ -26,7 +26,9 @@ query = c2.text_input("Highlight documents containing", key="map_query", placeho
 show_pruned = c3.toggle("Show pruned clusters", value=True)
 budget = c4.number_input("Points drawn", 100, 2_000_000, w.MAP_BUDGET, step=5_000,
                          help="Beyond this many points in view, each cluster is sampled in proportion to its size "
-                              "(at least one point each). Selections still take every document in the lasso.")
+                              "(at least one point each) and drawn as points with hover previews; every point in "
+                              "view is still drawn, as an image beneath them. Selections take every document in "
+                              "the lasso.")
 hover_max = c5.number_input("Hover previews (points)", 1000, 200_000, w.MAP_HOVER, step=5000,
                             help="Previews are sent for a random sample of this many points; the rest show their cluster.")
 
@@ -42,7 +44,8 @@ event = st.plotly_chart(fig, key=f"map-{gen}", on_select="rerun", selection_mode
                         config={"scrollZoom": True, "displaylogo": False})
 sampled = n_drawn < n_view  # the drawn points are a subset of those in view
 shown = (f"{n_view:,} documents" if not sampled
-         else f"{n_drawn:,} of {n_view:,} documents drawn (a sample per cluster; a selection takes all of them)")
+         else f"{n_drawn:,} of {n_view:,} documents drawn as points (a sample per cluster), every one of them "
+              "in the image beneath; a selection takes all of them")
 st.caption(shown + (" in the zoomed region" if region else "")
            + ". Drag to lasso-select (box select in the toolbar); double-click to clear.")
 

@@ -138,17 +138,23 @@ def test_every_page_loads(server, page):
         shot(page, f"page-{name}")
 
 
+# The map's markers are drawn: SVG points up to a few thousand, else a WebGL canvas.
+MARKERS_DRAWN = """() => {
+    const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+    return !!(gd && gd._fullData && (gd.querySelector('canvas') || gd.querySelectorAll('.scatterlayer .point').length)); }"""
+
+
 def test_map_draws_its_points(server, page):
     url, ws = server
     goto(page, url, "map")
     chart = page.get_by_test_id("stPlotlyChart")
     chart.wait_for()
-    page.wait_for_selector('[data-testid="stPlotlyChart"] .js-plotly-plot canvas')
+    page.wait_for_function(MARKERS_DRAWN)
     n = page.evaluate("""() => {
         const el = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
-        return el && el._fullData ? el._fullData.reduce((s, t) => s + (t.x ? t.x.length : 0), 0) : -1; }""")
+        return el && el._fullData ? el._fullData.reduce((s, t) => s + (t.x && t.mode !== 'text' ? t.x.length : 0), 0) : -1; }""")
     assert n == queries.corpus_overview(ws)["map_points"]
-    # the WebGL canvas really has coloured pixels (not just an empty plot)
+    # the markers really are coloured pixels (not just an empty plot)
     png = chart.screenshot()
     from io import BytesIO
 
@@ -174,10 +180,12 @@ def test_lasso_on_a_sampled_map_takes_every_document_inside(server, page):
     budget.press("Enter")
     wait_idle(page)
     page.get_by_text(f"100 of {n:,} documents drawn").wait_for()
+    # the points not drawn as markers are in the backdrop image beneath them
+    page.wait_for_selector('[data-testid="stPlotlyChart"] .imagelayer image', state="attached")
     page.wait_for_function("""() => {
         const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
-        return gd && gd._fullData && gd.querySelector('canvas')
-            && gd._fullData.reduce((s, t) => s + (t.x ? t.x.length : 0), 0) === 100; }""")
+        return gd && gd._fullData && (gd.querySelector('canvas') || gd.querySelectorAll('.scatterlayer .point').length)
+            && gd._fullData.reduce((s, t) => s + (t.x && t.mode !== 'text' ? t.x.length : 0), 0) === 100; }""")
     has_lasso = """() => {
         const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
         return !!(gd && gd.layout.selections && gd.layout.selections.length); }"""
