@@ -145,7 +145,7 @@ def _candidates(ws: Workspace, split: pd.DataFrame, cluster_ids: list[int]) -> p
     document's, and `contaminated` when `climb decontam --drop` flagged it (benchmark overlap)."""
     with ws.connect() as con:
         con.register("split", split)
-        has_flags = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'decontam_flags'"
+        has_flags = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() AND table_name = 'decontam_flags'"
                                 ).fetchone()[0]
         flagged = (set(int(i) for (i,) in con.execute("SELECT DISTINCT doc_idx FROM decontam_flags").fetchall())
                    if has_flags else set())

@@ -438,7 +438,7 @@ def cluster_from_documents(ws: Workspace, doc_idxs: list[int], label: str | None
 
 
 def _json_type(con, table: str) -> str:
-    cols = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+    cols = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database() AND table_name = ? "
                        "ORDER BY ordinal_position", [table]).fetchall()
     return json.dumps({name: dtype for name, dtype in cols})
 
@@ -497,7 +497,7 @@ def _reset(ws: Workspace) -> None:
             ORDER BY b.base_cluster""")
         # A pre-clustered corpus (e.g. ClimbLab) names its clusters: start from those names, kept
         # like a curator's labels so describe does not overwrite them.
-        has_names = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'preset_cluster_names'").fetchone()[0]
+        has_names = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() AND table_name = 'preset_cluster_names'").fetchone()[0]
         if has_names:
             con.execute("""UPDATE clusters SET label = n.name, label_source = 'user'
                            FROM preset_cluster_names n WHERE clusters.cluster_id = n.base_cluster""")

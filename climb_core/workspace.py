@@ -12,24 +12,23 @@ Connections are short-lived: open, do one unit of work, close. DuckDB lets one p
 at a time, so a dashboard reading while a search worker writes would otherwise see lock errors;
 `connect` retries while another process holds the file, and no process holds it for long.
 
-Opening the file costs 10-15 ms (a tenth of an n-gram proxy); a connection opened while another is
-open in the same process costs under 1 ms. So a burst of catalogue work that no other process needs
-to see in between (a search choosing its next round) runs inside `Workspace.held()`, which keeps one
-connection open for the burst and releases the file when it ends.
+Connections come from one in-memory DuckDB instance per process with the file ATTACHed while in use
+(`climb_core/connections.py`): about 1.5 ms to attach and detach, where starting an instance on the
+file costs 12-15 ms. A burst of catalogue work that no other process needs to see in between (a
+search choosing its next round) runs inside `Workspace.held()`, which keeps the file attached for
+the burst and releases it when it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from climb_core import connections
 from climb_core.config import ClimbConfig, load_config, save_config
 
 SCHEMA_VERSION = 4
@@ -141,11 +140,6 @@ class WorkspaceError(RuntimeError):
     """The workspace is missing, not initialised, or of a newer schema than this code."""
 
 
-def _is_lock_error(err: Exception) -> bool:
-    text = str(err).lower()
-    return "lock" in text or "conflicting" in text or "being used by another process" in text
-
-
 @contextlib.contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """One transaction on `con`: committed when the block ends, rolled back when it raises."""
@@ -156,15 +150,6 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
-
-
-# Per catalogue file: (the connection a `held()` block keeps open, how many blocks hold it).
-_HELD: dict[str, tuple[duckdb.DuckDBPyConnection, int]] = {}
-_HELD_LOCK = threading.Lock()
-# Threads of one process (the search's recorder, dashboard sessions) share DuckDB's in-process
-# instance of a file; opening and closing it are serialised so that no thread is handed an
-# instance that another is still setting up or tearing down.
-_OPEN_CLOSE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -227,57 +212,29 @@ class Workspace:
     def save_config(self, config: ClimbConfig) -> None:
         save_config(config, self.config_path)
 
-    def _open(self, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
-        """Open the catalogue, waiting (with jittered back-off) while another process holds the file."""
-        if read_only and str(self.db_path) in _HELD:
-            # DuckDB refuses a second configuration in one process, and quietly handing out a
-            # read-write connection would drop the guarantee the caller asked for (query targets).
-            raise WorkspaceError(f"{self.db_path}: a read-only connection cannot be opened while this process "
-                                 "holds the catalogue (Workspace.held)")
-        deadline = time.monotonic() + timeout_s
-        delay = 0.02
-        while True:
-            try:
-                with _OPEN_CLOSE_LOCK:
-                    return duckdb.connect(str(self.db_path), read_only=read_only)
-            except (duckdb.IOException, duckdb.ConnectionException) as err:
-                if not _is_lock_error(err) or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 1.5, 0.5)
-
     @contextlib.contextmanager
     def connect(self, read_only: bool = False, timeout_s: float = 60.0) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; waits while another process holds the file."""
-        con = self._open(read_only, timeout_s)
+        """A short-lived connection; waits while another process holds the file.
+
+        `read_only`: a connection that cannot write (for SQL a user wrote), on an instance of its
+        own; refused while this thread holds the catalogue (`held` or an open connection)."""
         try:
-            yield con
-        finally:
-            with _OPEN_CLOSE_LOCK:
-                con.close()
+            if read_only:
+                with connections.read_only_connection(str(self.db_path), timeout_s) as con:
+                    yield con
+            else:
+                with connections.connection(str(self.db_path), timeout_s) as con:
+                    yield con
+        except connections.CatalogueBusy as err:
+            raise WorkspaceError(str(err)) from err
 
     @contextlib.contextmanager
     def held(self) -> Iterator["Workspace"]:
         """Keep the catalogue open for a burst of short connections (see the module's docstring).
         Other processes wait (`connect` retries) until the block ends: keep it short, and never
         hold it across work that takes seconds, such as training proxies. Blocks nest."""
-        key = str(self.db_path)
-        with _HELD_LOCK:
-            if key in _HELD:
-                con, n = _HELD[key]
-            else:
-                con, n = self._open(read_only=False, timeout_s=60.0), 0
-            _HELD[key] = (con, n + 1)
-        try:
+        with connections.hold(str(self.db_path)):
             yield self
-        finally:
-            with _HELD_LOCK:
-                con, n = _HELD.pop(key)
-                if n > 1:
-                    _HELD[key] = (con, n - 1)
-                else:
-                    with _OPEN_CLOSE_LOCK:
-                        con.close()
 
     def schema_version(self) -> int:
         with self.connect() as con:

@@ -189,7 +189,7 @@ def test_ingest_finalise_killed_before_the_swap_keeps_the_old_corpus(tmp_path, m
     @contextlib.contextmanager
     def die_at_swap(ws_, memory_limit):
         with real(ws_, memory_limit) as con:
-            tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()").fetchall()}
             if ingest._NEW_REJECTED in tables:
                 n.append(1)
                 if len(n) > 8:  # every batch is copied (8 of 7 from 50 rows); the next is the swap
@@ -205,5 +205,5 @@ def test_ingest_finalise_killed_before_the_swap_keeps_the_old_corpus(tmp_path, m
     monkeypatch.setattr(ingest, "_connect", real)
     out = ingest.run_ingest(ws, config, progress=False)
     assert out.rows_out == 50 and ws.table_count("documents") == 50 and ws.table_count("doc_stats") == 50
-    tables = {r[0] for r in ws.query_df("SELECT table_name FROM information_schema.tables").itertuples(index=False)}
+    tables = {r[0] for r in ws.query_df("SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()").itertuples(index=False)}
     assert not tables & {ingest._ORDER_TABLE, ingest._NEW_REJECTED, *ingest._NEW_TABLES.values()}

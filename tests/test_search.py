@@ -21,7 +21,7 @@ from climb_core.proxy.types import ProxyResult
 from climb_core.search import (cancel_search, create_search, list_searches, round_sizes, run_search,
                                search_report, search_runs, summarize)
 from climb_core.synthetic import objective, true_score
-from climb_core import workspace as workspace_module
+from climb_core import connections
 from climb_core.workspace import Workspace
 from tests.helpers import build_domain_workspace, search_config, start_search_worker
 
@@ -208,7 +208,7 @@ def test_cancel_then_resume(ws):
     sid = create_search(ws, search_config("random", 6, record_every_s=0))
     s = run_search(ws, sid, objective=cancelling_objective, progress=False)
     assert s.status == "cancelled" and s.n_done == 3
-    assert workspace_module._HELD == {}
+    assert connections.attached() == {}
     s = run_search(ws, sid, objective=objective, progress=False)
     assert s.status == "done" and s.n_done == 6 and s.n_runs == 6
     assert list_searches(ws).set_index("search_id").loc[sid, "n_done"] == 6
@@ -232,7 +232,7 @@ def test_batched_records_reach_disk_on_interrupt(ws):
     trained = []
     s = run_search(ws, sid, objective=lambda job: trained.append(job.run_id) or objective(job), progress=False)
     assert s.status == "done" and s.n_done == 6 and sorted(r[-3:] for r in trained) == ["003", "004", "005"]
-    assert workspace_module._HELD == {}  # neither the interrupt nor the resume left the catalogue held
+    assert connections.attached() == {}  # neither the interrupt nor the resume left the catalogue held
 
 
 def test_a_failed_background_write_fails_the_search_and_keeps_earlier_runs(ws, monkeypatch):
@@ -255,7 +255,7 @@ def test_a_failed_background_write_fails_the_search_and_keeps_earlier_runs(ws, m
     row = ws.query_df("SELECT status, message FROM searches WHERE search_id = ?", [sid]).iloc[0]
     assert row["status"] == "failed" and "disk full" in row["message"]
     assert (search_runs(ws, sid)["status"] == "done").sum() >= 1
-    assert workspace_module._HELD == {}
+    assert connections.attached() == {}
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from climb_core import connections
 from climb_core import workspace as wsmod
 from climb_core.workspace import Workspace, WorkspaceError
 
@@ -33,7 +34,7 @@ def test_migrations_run_in_order(tmp_path, monkeypatch):
     monkeypatch.setitem(wsmod.MIGRATIONS, nxt - 1, ["ALTER TABLE documents ADD COLUMN lang VARCHAR"])
     reopened = Workspace.open(ws.root)
     assert reopened.schema_version() == nxt
-    cols = reopened.query_df("SELECT column_name FROM information_schema.columns WHERE table_name = 'documents'")
+    cols = reopened.query_df("SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() AND table_name = 'documents'")
     assert "lang" in set(cols["column_name"])
     Workspace.open(ws.root)  # already current: nothing runs twice
     assert reopened.schema_version() == nxt
@@ -104,14 +105,14 @@ def test_held_keeps_the_file_open_until_the_outermost_block_ends(tmp_path):
     with ws.held():
         with ws.held():
             ws.scalar("SELECT count(*) FROM meta")
-        assert str(ws.db_path) in wsmod._HELD  # the inner block's end does not release the file
+        assert str(ws.db_path) in connections.attached()  # the inner block's end does not release the file
         assert not _other_process_can_open(ws)
         with ws.connect() as con:
             con.execute("INSERT INTO meta VALUES ('written', 'inside')")
         with pytest.raises(WorkspaceError, match="read-only"):
             with ws.connect(read_only=True):
                 pass
-    assert wsmod._HELD == {}
+    assert connections.attached() == {}
     assert _other_process_can_open(ws)
     assert ws.scalar("SELECT value FROM meta WHERE key = 'written'") == "inside"
 
@@ -121,5 +122,97 @@ def test_held_is_released_when_its_block_raises(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with ws.held():
             1 / 0
-    assert wsmod._HELD == {}
+    assert connections.attached() == {}
     assert _other_process_can_open(ws)
+
+
+def test_threads_share_the_attached_file_and_it_is_released_after_the_last(tmp_path):
+    """Connections of several threads share one attach; the file is released (another process can
+    open it) only when the last block ends, and each thread's writes are there."""
+    import threading
+
+    ws = Workspace.init(tmp_path / "ws")
+    inside, go = threading.Barrier(3), threading.Event()
+    errors = []
+
+    def worker(i):
+        try:
+            with ws.connect() as con:
+                con.execute("INSERT INTO meta VALUES (?, 'x')", [f"thread-{i}"])
+                inside.wait(30)
+                go.wait(30)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    inside.wait(30)
+    assert connections.attached() == {str(ws.db_path): 2}
+    assert not _other_process_can_open(ws)
+    go.set()
+    for t in threads:
+        t.join(30)
+    assert not errors and connections.attached() == {}
+    assert _other_process_can_open(ws)
+    assert ws.scalar("SELECT count(*) FROM meta WHERE key LIKE 'thread-%'") == 2
+
+
+def test_read_only_waits_for_another_threads_block(tmp_path):
+    import threading
+
+    ws = Workspace.init(tmp_path / "ws")
+    started = threading.Event()
+
+    def writer():
+        with ws.connect() as con:
+            started.set()
+            time.sleep(0.5)
+            con.execute("INSERT INTO meta VALUES ('late', 'write')")
+
+    t = threading.Thread(target=writer)
+    t.start()
+    started.wait(30)
+    t0 = time.monotonic()
+    with ws.connect(read_only=True) as con:  # must not open a second instance beside the writer's
+        assert con.execute("SELECT value FROM meta WHERE key = 'late'").fetchone() == ("write",)
+        with pytest.raises(duckdb_error()):
+            con.execute("INSERT INTO meta VALUES ('ro', 'no')")
+    assert time.monotonic() - t0 > 0.3
+    t.join(30)
+
+
+def duckdb_error():
+    import duckdb
+
+    return duckdb.Error
+
+
+def test_two_workspaces_in_one_process_do_not_see_each_other(tmp_path):
+    a, b = Workspace.init(tmp_path / "a"), Workspace.init(tmp_path / "b")
+    with a.connect() as con_a, b.connect() as con_b:
+        con_a.execute("CREATE TABLE only_in_a (x INTEGER)")
+        assert con_a.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
+                             "AND table_name = 'only_in_a'").fetchone()[0] == 1
+        assert con_b.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
+                             "AND table_name = 'only_in_a'").fetchone()[0] == 0
+        with pytest.raises(duckdb_error()):
+            con_b.execute("SELECT * FROM only_in_a")
+    assert connections.attached() == {}
+
+
+def _child_reads(path: str, out) -> None:
+    out.put(Workspace(wsmod.Path(path)).scalar("SELECT value FROM meta WHERE key = 'schema_version'"))
+
+
+def test_a_forked_child_opens_the_catalogue_on_its_own(tmp_path):
+    """A child forked after the parent used the catalogue does not reuse the parent's DuckDB
+    instance (its threads did not survive the fork)."""
+    ws = Workspace.init(tmp_path / "ws")
+    ws.scalar("SELECT 1")  # the parent's instance exists
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_child_reads, args=(str(ws.root), out))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0 and out.get(timeout=5) == str(wsmod.SCHEMA_VERSION)
