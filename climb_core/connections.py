@@ -129,10 +129,15 @@ def _release(path: str) -> None:
         if users > 1:
             _attached[path] = (alias, users - 1)
             return
-        del _attached[path]
         base = _base()
-        base.execute("USE memory")
-        base.execute(f'DETACH "{alias}"')
+        try:
+            base.execute("USE memory")
+            base.execute(f'DETACH "{alias}"')
+        except duckdb.Error:
+            # Still attached: kept with no users, so the next block reuses it and its end detaches.
+            _attached[path] = (alias, 0)
+            raise
+        del _attached[path]
 
 
 @contextlib.contextmanager
