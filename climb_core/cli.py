@@ -10,20 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from climb_core.config import (ClimbConfig, ConfigError, TargetSpec, dump_toml, load_config,
-                               reference_markdown, with_overrides)
+from climb_core.config import (ClimbConfig, ConfigError, dump_toml, load_config, reference_markdown,
+                               with_overrides)
 from climb_core.liveness import Interrupted
 from climb_core.stages import StageError
+from climb_core.targets import parse_target
 from climb_core.workspace import Workspace, WorkspaceError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_EVAL = REPO_ROOT / "data" / "eval"
 
 # flag dest -> dotted config key, per command. A flag left unset does not override the config file.
 STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
@@ -162,24 +161,6 @@ def _save_config(ws: Workspace, config: ClimbConfig) -> None:
     succeeded, so a failed run leaves climb.toml describing what the workspace was built with."""
     if config != ws.load_config():
         ws.save_config(config)
-
-
-def parse_target(text: str) -> TargetSpec:
-    """`arc_easy`, `mc:PATH`, `text:PATH`, `text:cluster:3`, with optional `,metric=M,weight=W,max_items=N`."""
-    # Options are the trailing ",key=value" parts with a known key, so a query predicate may hold commas.
-    head, *opts = re.split(r",(?=(?:metric|weight|max_items|name)=)", text)
-    kind, sep, path = head.partition(":")
-    if not sep or kind not in {"mc", "text"}:
-        kind, path = "mc", head
-    if kind == "mc" and not Path(path).suffix and (BUNDLED_EVAL / f"{path}.jsonl").exists():
-        path = str(BUNDLED_EVAL / f"{path}.jsonl")
-    spec = TargetSpec(kind=kind, path=path, metric="loglik" if kind == "mc" else "neg_bpb")
-    for opt_text in opts:
-        key, _, value = opt_text.partition("=")
-        if key not in {"metric", "weight", "max_items", "name"}:
-            raise ConfigError(f"--target option {key!r} unknown (metric, weight, max_items, name)")
-        setattr(spec, key, type(getattr(spec, key))(value))
-    return spec
 
 
 def _open(path: str) -> Workspace:

@@ -154,7 +154,7 @@ def _spec(item: str | Path | TargetSpec) -> TargetSpec:
     if isinstance(item, TargetSpec):
         spec = item
     else:
-        from climb_core.cli import parse_target   # the CLI's shorthands: arc_easy, mc:PATH, ...
+        from climb_core.targets import parse_target   # the CLI's shorthands: arc_easy, mc:PATH, ...
 
         spec = parse_target(str(item))
     if spec.kind != "mc":

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from climb_core.config import TargetSpec
+from climb_core.config import ConfigError, TargetSpec
 from climb_core.workspace import Workspace
+
+# The bundled evaluation sets, named by file stem on the command line (arc_easy, piqa, ...).
+BUNDLED_EVAL = Path(__file__).resolve().parents[1] / "data" / "eval"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MC_METRICS = ("acc", "acc_norm", "loglik")
@@ -264,3 +268,21 @@ def evaluate_targets(proxy, targets: list[Target], specs: list[TargetSpec] | Non
     if weight <= 0:
         raise TargetError("target weights must sum to more than zero")
     return total / weight, scores
+
+
+def parse_target(text: str) -> TargetSpec:
+    """`arc_easy`, `mc:PATH`, `text:PATH`, `text:cluster:3`, with optional `,metric=M,weight=W,max_items=N`."""
+    # Options are the trailing ",key=value" parts with a known key, so a query predicate may hold commas.
+    head, *opts = re.split(r",(?=(?:metric|weight|max_items|name)=)", text)
+    kind, sep, path = head.partition(":")
+    if not sep or kind not in {"mc", "text"}:
+        kind, path = "mc", head
+    if kind == "mc" and not Path(path).suffix and (BUNDLED_EVAL / f"{path}.jsonl").exists():
+        path = str(BUNDLED_EVAL / f"{path}.jsonl")
+    spec = TargetSpec(kind=kind, path=path, metric="loglik" if kind == "mc" else "neg_bpb")
+    for opt_text in opts:
+        key, _, value = opt_text.partition("=")
+        if key not in {"metric", "weight", "max_items", "name"}:
+            raise ConfigError(f"--target option {key!r} unknown (metric, weight, max_items, name)")
+        setattr(spec, key, type(getattr(spec, key))(value))
+    return spec
