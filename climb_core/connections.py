@@ -92,12 +92,20 @@ def _mine_add(path: str, n: int) -> None:
         del held[path]
 
 
-def _acquire(path: str, timeout_s: float) -> str:
-    """Attach `path` (or count one more user of it) and return its catalog alias."""
-    global _aliases
+def _waits(timeout_s: float) -> Iterator[float]:
+    """Yields the deadline before each try and sleeps (jittered, growing back-off) after it."""
     deadline = time.monotonic() + timeout_s
     delay = 0.02
     while True:
+        yield deadline
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 1.5, 0.5)
+
+
+def _acquire(path: str, timeout_s: float) -> str:
+    """Attach `path` (or count one more user of it) and return its catalog alias."""
+    global _aliases
+    for deadline in _waits(timeout_s):
         with _lock:
             if path in _attached:
                 alias, users = _attached[path]
@@ -118,8 +126,7 @@ def _acquire(path: str, timeout_s: float) -> str:
                     return alias
             elif time.monotonic() > deadline:
                 raise CatalogueBusy(f"{path}: a read-only connection of this process kept the file for {timeout_s:.0f} s")
-        time.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 1.5, 0.5)
+    raise AssertionError("unreachable")  # _waits never ends
 
 
 def _release(path: str) -> None:
@@ -172,10 +179,8 @@ def read_only_connection(path: str, timeout_s: float = 60.0) -> Iterator[duckdb.
     if getattr(_mine, "held", {}).get(path):
         raise CatalogueBusy(f"{path}: a read-only connection cannot be opened while this thread holds the "
                             "catalogue (Workspace.held or an open connection)")
-    deadline = time.monotonic() + timeout_s
-    delay = 0.02
-    while True:
-        con = None
+    con = None
+    for deadline in _waits(timeout_s):
         with _lock:
             if path not in _attached:
                 try:
@@ -189,8 +194,6 @@ def read_only_connection(path: str, timeout_s: float = 60.0) -> Iterator[duckdb.
             break
         if time.monotonic() > deadline:
             raise CatalogueBusy(f"{path}: this process kept the catalogue attached for {timeout_s:.0f} s")
-        time.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 1.5, 0.5)
     try:
         yield con
     finally:

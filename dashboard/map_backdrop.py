@@ -31,7 +31,6 @@ class Backdrop:
     """An image data URI and the data rectangle it covers (x0, x1, y0, y1)."""
     uri: str
     extent: tuple[float, float, float, float]
-    points: int
 
 
 def hex_to_rgb(colors: list[str]) -> np.ndarray:
@@ -68,10 +67,9 @@ def rasterise(x: np.ndarray, y: np.ndarray, rgb: np.ndarray, extent: tuple[float
     owner = np.full(width * height, -1, dtype=np.int64)
     order = np.random.default_rng(seed).permutation(n)
     offsets = [(0, 0)] if n >= SPARSE_POINTS else [(0, 0), (1, 0), (0, 1), (1, 1)]
+    ix, iy = ix[order], iy[order]
     for dx, dy in offsets:  # later writes win: a random point's colour per pixel
-        px = np.clip(ix[order] + dx, 0, width - 1)
-        py = np.clip(iy[order] + dy, 0, height - 1)
-        owner[py * width + px] = order
+        owner[np.minimum(iy + dy, height - 1) * width + np.minimum(ix + dx, width - 1)] = order
     img = np.zeros((width * height, 4), dtype=np.uint8)
     hit = owner >= 0
     img[hit, :3] = rgb[owner[hit]]
@@ -95,4 +93,4 @@ def backdrop(x: np.ndarray, y: np.ndarray, rgb: np.ndarray, seed: int = 0) -> Ba
     if len(x) == 0:
         return None
     extent = extent_of(x, y)
-    return Backdrop(image_data_uri(rasterise(x, y, rgb, extent, seed=seed)), extent, len(x))
+    return Backdrop(image_data_uri(rasterise(x, y, rgb, extent, seed=seed)), extent)

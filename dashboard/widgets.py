@@ -243,7 +243,7 @@ PRUNED_COLOR = "#BBBBBB"
 def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int] | None = None,
                hover_max: int = 20_000, max_categories: int = 40, seed: int = 0,
                max_labels: int = 60, view: dict[str, np.ndarray] | None = None) -> tuple[go.Figure, list[np.ndarray]]:
-    """A WebGL scatter of the map points; returns the figure and, per trace, the doc_idx of its points
+    """A scatter of the map points (SVG up to SVG_MAX_POINTS markers, WebGL beyond); returns the figure and, per trace, the doc_idx of its points
     (so a selection's (curve_number, point_index) maps back to documents; the labels' trace holds none).
 
     Hover previews are HTML-escaped and sent for at most `hover_max` points (a random sample); the
@@ -338,8 +338,8 @@ def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int]
             names = [f"{pc[j]}: {preview(df['label'].iloc[np.flatnonzero(pruned)[first[j]]] or '', 30)}" for j in big]
             add(pruned, f"pruned ({len(pc)}): " + ", ".join(names) + (", …" if len(pc) > 3 else ""),
                 PRUNED_COLOR, group="pruned")
-        # labels at the centres of the largest clusters, as annotations (not traces: they hold no documents)
-        # A text trace, not annotations: 60 annotations cost the browser ~0.2 s, a text trace almost nothing.
+        # Labels at the centres of the largest clusters, as one text trace (it holds no documents):
+        # 60 annotations cost the browser ~0.2 s, a text trace almost nothing.
         notes = []
         for c in pd.Series(cid).value_counts().index[:max_labels] if n else []:
             m = cid == c
@@ -368,9 +368,8 @@ def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int]
             colour_of = {k: i for i, k in enumerate(top)}
             fallback = colour_of.get("(other)", len(top))
             lut = hex_to_rgb(palette + [PRUNED_COLOR])
-            codes = np.array([colour_of.get("(none)" if v is None else str(v), fallback) for v in view["meta"]],
-                             dtype=np.int64)
-            view_rgb = lut[codes] if len(codes) else np.zeros((0, 3), np.uint8)
+            codes = pd.Series(view["meta"], dtype=object).fillna("(none)").astype(str).map(colour_of)
+            view_rgb = lut[codes.fillna(fallback).to_numpy(np.int64)]
     if highlight:
         mask = np.isin(doc_idx, np.asarray(highlight))
         if mask.any():
