@@ -56,7 +56,7 @@ def build(folder: Path, n: int, k: int, texts: list[str]) -> Workspace:
         con.execute(f"""INSERT INTO documents (doc_idx, doc_id, text)
                         SELECT r, 'd' || r, b.text FROM range({n}) t(r) JOIN base b ON b.i = r % {len(texts)}""")
         con.execute(f"INSERT INTO doc_clusters SELECT doc_idx, CAST(hash(doc_idx * 7919) % {k} AS INTEGER) FROM documents")
-        con.execute(f"""INSERT INTO clusters (cluster_id, state, size_docs)
+        con.execute("""INSERT INTO clusters (cluster_id, state, size_docs)
                         SELECT cluster_id, 'active', count(*) FROM doc_clusters GROUP BY cluster_id""")
         con.execute("CHECKPOINT")
     return ws

@@ -12,10 +12,11 @@ The package's modules, each with one job:
 """
 
 from climb_core.search.engine import (STRATEGIES, SearchError, SearchSummary, cancel_search, create_search,
-                                      list_searches, new_search_id, round_sizes, run_search, search_report,
+                                      list_searches, new_search_id, run_search, search_report,
                                       search_runs, summarize)
 
 from climb_core.search.predictors.select import PREDICTORS
+from climb_core.search.strategies import round_sizes
 from climb_core.search.study import create_study, list_studies, run_study, study_report
 
 __all__ = ["PREDICTORS", "create_study", "list_studies", "run_study", "study_report",

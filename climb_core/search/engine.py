@@ -38,7 +38,7 @@ from climb_core.search.acquisition import ACQUISITIONS
 from climb_core.search.constraints import ConstraintError, constraints_for
 from climb_core.search.predictors.select import PREDICTORS, warm_imports
 from climb_core.search.sampling import DESIGNS
-from climb_core.search.strategies import STRATEGIES, Final, Plan, Strategy, plan, round_sizes
+from climb_core.search.strategies import STRATEGIES, Final, Plan, Strategy, plan
 from climb_core.workspace import Workspace, transaction
 
 
