@@ -240,6 +240,21 @@ def _ort_threads() -> int:
         return 0
 
 
+MIN_THREAD_BATCH = 128  # texts: below this a thread's start costs more than it saves
+
+
+def _cpus_allowed() -> int:
+    """CPUs this process should use: OMP_NUM_THREADS where a scheduler set it (Ray sets a task's CPUs
+    there), else the cores it may run on."""
+    omp = _ort_threads()
+    if omp > 0:
+        return omp
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class OnnxInt8Encoder:
     """The int8 ONNX encoder, called like SentenceTransformer.encode (vectors come out L2-normalised).
 
@@ -304,9 +319,18 @@ class StaticEncoder:
 
     def encode(self, texts: list[str], batch_size: int = 64, **_ignored) -> np.ndarray:
         # Its own batching: per-text work is a table look-up, so large batches only save overhead.
-        # No multiprocessing: the stage already runs one shard per Ray worker.
-        x = np.asarray(self.model.encode(list(texts), max_length=self.max_seq_length, batch_size=max(1024, batch_size),
-                                         use_multiprocessing=False, show_progress_bar=False), dtype=np.float32)
+        # Tokenising is nearly all the work, and the tokenizer releases the GIL: model2vec's threaded
+        # path (joblib threads over its batches, one per core) ran 1.9x one thread on 2 cores, with the
+        # same vectors. It is model2vec's own path rather than threads of ours around `encode`, which
+        # resets the tokenizer's truncation on every call and so cannot run twice at once. A Ray task
+        # given one CPU (OMP_NUM_THREADS=1) stays on one thread.
+        # The stage hands over a few hundred texts per call: one batch per thread then.
+        threads = _cpus_allowed()
+        threaded = threads > 1 and len(texts) >= 2 * MIN_THREAD_BATCH
+        batch = max(MIN_THREAD_BATCH, -(-len(texts) // threads)) if threaded else max(1024, batch_size)
+        x = np.asarray(self.model.encode(list(texts), max_length=self.max_seq_length, batch_size=batch,
+                                         use_multiprocessing=threaded, multiprocessing_threshold=0,
+                                         show_progress_bar=False), dtype=np.float32)
         x = x.reshape(len(texts), self.dim)
         norms = np.linalg.norm(x, axis=1)
         x[norms < 1e-6] = self.fallback

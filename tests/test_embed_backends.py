@@ -102,6 +102,32 @@ def test_static_keeps_the_domains_apart(vectors, sample):
     assert acc["static"] > 0.8 and acc["static"] > acc["torch"] - 0.1
 
 
+def test_static_threads_give_the_same_vectors(models_root, monkeypatch):
+    """The static encoder tokenises on every allowed core; the vectors must not depend on it, and a
+    process allowed one CPU (a Ray task: OMP_NUM_THREADS=1) must stay on one thread."""
+    import threading
+
+    cfg = backend_config("static").embed
+    encoder = embed.load_encoder(cfg, models_root)
+    texts = [r["text"] for r in demo_rows(600)]
+    seen: set[int] = set()
+    real = encoder.model.tokenize
+
+    def tokenize(*args, **kwargs):
+        seen.add(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encoder.model, "tokenize", tokenize)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one = encoder.encode(texts)
+    assert len(seen) == 1
+    seen.clear()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    two = encoder.encode(texts)
+    assert len(seen) == 2
+    np.testing.assert_array_equal(one, two)
+
+
 def test_cached_models_are_reused(models_root, monkeypatch):
     model_path = embed.resolve_model("all-MiniLM-L6-v2")
     files = {b: sorted(p for p in embed_backends.cache_dir(models_root, model_path, b).rglob("*") if p.is_file())
