@@ -216,3 +216,39 @@ def test_preset_cluster_and_other_formats_through_the_stage(tmp_path):
     docs = ws.query_df("SELECT preset_cluster, meta_json FROM documents ORDER BY doc_idx")
     assert docs["preset_cluster"].tolist() == [r["domain"] for r in rows]
     assert "domain" not in json.loads(docs["meta_json"][0])
+
+
+def test_batches_measured_one_ahead_keep_order_and_where_errors_surface():
+    """The next batch is measured on a worker thread while this one is stored: output order is input
+    order, a reading error comes after the batch in hand is handed over (so it gets stored), and a
+    measuring error comes when its own batch is due, not earlier."""
+    import threading
+
+    def reader(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise OSError(f"disk gone at batch {i}")
+            yield i
+
+    threads = set()
+
+    def frames(i):
+        threads.add(threading.get_ident())
+        if i == 3:
+            raise ValueError("bad batch 3")
+        return i * 10
+
+    assert list(ingest._one_ahead(reader(3), frames)) == [(0, 0), (1, 10), (2, 20)]
+    assert threading.get_ident() not in threads   # measured off the storing thread
+
+    got = []
+    with pytest.raises(OSError, match="batch 2"):
+        for item in ingest._one_ahead(reader(5, fail_at=2), frames):
+            got.append(item)
+    assert got == [(0, 0), (1, 10)]
+
+    got = []
+    with pytest.raises(ValueError, match="bad batch 3"):
+        for item in ingest._one_ahead(reader(6), frames):
+            got.append(item)
+    assert got == [(0, 0), (1, 10), (2, 20)]
