@@ -15,15 +15,12 @@ peak(N) / peak(smallest); issue 10 asks for <= 1.5 from 100k to 1M. `--trace` pr
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -32,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from climb_core import stages  # noqa: E402
 from climb_core.embed import shard_name  # noqa: E402
 from climb_core.workspace import Workspace  # noqa: E402
+from peak_rss import run_climb  # noqa: E402
 from perf import emit  # noqa: E402
 
 DIM, K_TRUE, SHARD = 384, 200, 8192
@@ -56,30 +54,13 @@ def build(folder: Path, n: int) -> Workspace:
     return ws
 
 
-def run_cluster(ws: Workspace, k: int, trace: bool) -> tuple[float, float, str, list[tuple[float, float]]]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "climb_core.cli", "cluster", str(ws.root), "--force", "--quiet",
-                             "--set", f"cluster.k={k}"],
-                            cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root, peak, curve = psutil.Process(proc.pid), 0, []
-    while proc.poll() is None:
-        try:
-            rss = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
-            peak = max(peak, rss)
-            curve.append((time.perf_counter() - t0, rss / 2**20))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    out = proc.stdout.read()
-    if proc.returncode != 0:
-        raise SystemExit(f"`climb cluster` failed ({proc.returncode}):\n{out[-3000:]}")
+def run_cluster(ws: Workspace, k: int, trace: bool) -> tuple[float, float, str]:
+    m = run_climb(["cluster", ws.root, "--force", "--quiet", "--set", f"cluster.k={k}"])
     if trace:
-        step = max(1, len(curve) // 60)
         print("    t (s)  RSS (MB)")
-        for t, r in curve[::step]:
+        for t, r in m.curve[::max(1, len(m.curve) // 60)]:
             print(f"    {t:6.1f}  {r:7.0f}")
-    return time.perf_counter() - t0, peak / 2**20, out.strip().splitlines()[-1] if out.strip() else "", curve
+    return m.wall_s, m.peak_mb, m.summary
 
 
 def main() -> int:
@@ -100,7 +81,7 @@ def main() -> int:
         folder = Path(args.work) / f"n{n}"
         ws = Workspace.open(folder) if args.reuse and folder.exists() else build(folder, n)
         built = time.perf_counter() - t0
-        wall, peak, summary, _ = run_cluster(ws, args.k, args.trace)
+        wall, peak, summary = run_cluster(ws, args.k, args.trace)
         rows[n] = (wall, peak)
         print(f"  {n:>9,} docs: catalogue built in {built:.0f} s; cluster {wall:.1f} s, peak RSS {peak:.0f} MB  "
               f"({summary[:100]})", flush=True)

@@ -16,20 +16,18 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from climb_core.workspace import Workspace  # noqa: E402
+from peak_rss import run_climb  # noqa: E402
 from perf import emit  # noqa: E402
 
 POOL = REPO.parent / "shared" / "data" / "pool"
@@ -63,21 +61,8 @@ def build(folder: Path, n: int, k: int, texts: list[str]) -> Workspace:
 
 
 def run_describe(ws: Workspace) -> tuple[float, float, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "climb_core.cli", "describe", str(ws.root), "--force", "--quiet"],
-                            cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True)))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    out = proc.stdout.read()
-    if proc.returncode != 0:
-        raise SystemExit(f"`climb describe` failed ({proc.returncode}):\n{out[-3000:]}")
-    return time.perf_counter() - t0, peak / 2**20, out.strip().splitlines()[-1] if out.strip() else ""
+    m = run_climb(["describe", ws.root, "--force", "--quiet"])
+    return m.wall_s, m.peak_mb, m.summary
 
 
 def main() -> int:

@@ -32,6 +32,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 POOL = REPO.parent / "shared" / "data" / "pool"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_rss import run_climb  # noqa: E402
 from perf import emit  # noqa: E402
 STAGES = ["ingest", "embed", "cluster", "refine", "describe", "map"]
 RESULTS = REPO / "bench" / "results" / "scale.jsonl"
@@ -75,30 +76,8 @@ def write_corpus(path: Path, n: int, pool: list[dict]) -> None:
 
 
 def run_stage(ws: Path, stage: str, extra: list[str]) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
-    start = time.perf_counter()
-    # Output to a file, not a pipe: a long stage's progress bars fill a pipe nobody reads until the
-    # end (64 KB), and the stage then blocks on its next write.
-    log = open(ws.parent / f"{stage}.log", "w+", encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "climb_core.cli", stage, str(ws), *extra],
-                            cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    root = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            rss = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    wall = time.perf_counter() - start
-    log.seek(0)
-    out = log.read()
-    log.close()
-    if proc.returncode != 0:
-        raise SystemExit(f"`climb {stage}` failed ({proc.returncode}):\n{out[-3000:]}")
-    return {"stage": stage, "wall_s": round(wall, 2), "peak_rss_mb": round(peak / 2**20, 1),
-            "summary": out.strip().splitlines()[-1] if out.strip() else ""}
+    m = run_climb([stage, ws, *extra], interval=0.1, log_path=ws.parent / f"{stage}.log")
+    return {"stage": stage, "wall_s": round(m.wall_s, 2), "peak_rss_mb": round(m.peak_mb, 1), "summary": m.summary}
 
 
 def build(n: int, work: Path, pool: list[dict], backend: str, k: int, quiet: bool = False) -> list[dict]:
