@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from climb_core import stages  # noqa: E402
 from climb_core.embed import shard_name  # noqa: E402
 from climb_core.workspace import Workspace  # noqa: E402
-from peak_rss import run_climb  # noqa: E402
+from peak_rss import across_sizes, run_climb  # noqa: E402
 from perf import emit  # noqa: E402
 
 DIM, K_TRUE, SHARD = 384, 200, 8192
@@ -75,18 +74,8 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"cluster memory: synthetic {DIM}-d float16 embeddings ({K_TRUE} true centres), "
           f"{', '.join(f'{n:,}' for n in sizes)} docs, K={args.k}, default fit sample", flush=True)
-    rows = {}
-    for n in sizes:
-        t0 = time.perf_counter()
-        folder = Path(args.work) / f"n{n}"
-        ws = Workspace.open(folder) if args.reuse and folder.exists() else build(folder, n)
-        built = time.perf_counter() - t0
-        wall, peak, summary = run_cluster(ws, args.k, args.trace)
-        rows[n] = (wall, peak)
-        print(f"  {n:>9,} docs: catalogue built in {built:.0f} s; cluster {wall:.1f} s, peak RSS {peak:.0f} MB  "
-              f"({summary[:100]})", flush=True)
-        if not args.keep:
-            shutil.rmtree(ws.root, ignore_errors=True)
+    rows = across_sizes("cluster", sizes, Path(args.work), build, lambda ws: run_cluster(ws, args.k, args.trace),
+                        keep=args.keep, reuse=args.reuse)
     small, big = sizes[0], sizes[-1]
     ratio = rows[big][1] / rows[small][1]
     print(f"peak RSS {big:,} / {small:,}: {ratio:.2f}x (target <= 1.5)")

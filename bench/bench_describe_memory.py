@@ -18,7 +18,6 @@ import gzip
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 
@@ -27,7 +26,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from climb_core.workspace import Workspace  # noqa: E402
-from peak_rss import run_climb  # noqa: E402
+from peak_rss import across_sizes, run_climb  # noqa: E402
 from perf import emit  # noqa: E402
 
 POOL = REPO.parent / "shared" / "data" / "pool"
@@ -77,18 +76,8 @@ def main() -> int:
     texts, source = source_texts()
     print(f"describe memory: {len(texts):,} real texts from {source} repeated to "
           f"{', '.join(f'{n:,}' for n in sizes)} docs, K={args.k} clusters (by hash), keywords only", flush=True)
-    rows = {}
-    for n in sizes:
-        t0 = time.perf_counter()
-        folder = Path(args.work) / f"n{n}"
-        ws = Workspace.open(folder) if args.reuse and folder.exists() else build(folder, n, args.k, texts)
-        built = time.perf_counter() - t0
-        wall, peak, summary = run_describe(ws)
-        rows[n] = (wall, peak)
-        print(f"  {n:>9,} docs: catalogue built in {built:.0f} s; describe {wall:.1f} s, peak RSS {peak:.0f} MB  "
-              f"({summary[:80]})", flush=True)
-        if not args.keep:
-            shutil.rmtree(ws.root, ignore_errors=True)
+    rows = across_sizes("describe", sizes, Path(args.work), lambda folder, n: build(folder, n, args.k, texts),
+                        run_describe, keep=args.keep, reuse=args.reuse)
     small, big = sizes[0], sizes[-1]
     ratio = rows[big][1] / rows[small][1]
     print(f"peak RSS {big:,} / {small:,}: {ratio:.2f}x (target <= 1.5); time per document "

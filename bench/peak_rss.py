@@ -60,3 +60,27 @@ def run_climb(args: list[str], *, interval: float = 0.05, log_path: Path | None 
     if proc.returncode != 0:
         raise SystemExit(f"`climb {' '.join(map(str, args[:2]))}` failed ({proc.returncode}):\n{out[-3000:]}")
     return Measured(wall, peak / 2**20, out, curve)
+
+
+def across_sizes(stage: str, sizes: list[int], work: Path, build, measure, *, keep: bool, reuse: bool
+                 ) -> dict[int, tuple[float, float]]:
+    """`measure(ws)` -> (wall_s, peak_mb, summary) of a catalogue `build(folder, n)` made per size
+    (or reopened with `reuse`); prints a line per size and removes each catalogue unless `keep`.
+    Returns {n: (wall_s, peak_mb)}."""
+    from climb_core.workspace import Workspace
+
+    rows = {}
+    for n in sizes:
+        t0 = time.perf_counter()
+        folder = Path(work) / f"n{n}"
+        ws = Workspace.open(folder) if reuse and folder.exists() else build(folder, n)
+        built = time.perf_counter() - t0
+        wall, peak, summary = measure(ws)
+        rows[n] = (wall, peak)
+        print(f"  {n:>9,} docs: catalogue built in {built:.0f} s; {stage} {wall:.1f} s, peak RSS {peak:.0f} MB  "
+              f"({summary[:100]})", flush=True)
+        if not keep:
+            import shutil
+
+            shutil.rmtree(ws.root, ignore_errors=True)
+    return rows
