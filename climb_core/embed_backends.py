@@ -323,8 +323,8 @@ class StaticEncoder:
         # path (joblib threads over its batches, one per core) ran 1.9x one thread on 2 cores, with the
         # same vectors. It is model2vec's own path rather than threads of ours around `encode`, which
         # resets the tokenizer's truncation on every call and so cannot run twice at once. A Ray task
-        # given one CPU (OMP_NUM_THREADS=1) stays on one thread.
-        # The stage hands over a few hundred texts per call: one batch per thread then.
+        # given one CPU (OMP_NUM_THREADS=1) stays on one thread. The stage hands over a few hundred
+        # texts per call, so each thread gets one batch of them.
         threads = _cpus_allowed()
         threaded = threads > 1 and len(texts) >= 2 * MIN_THREAD_BATCH
         batch = max(MIN_THREAD_BATCH, -(-len(texts) // threads)) if threaded else max(1024, batch_size)

@@ -137,7 +137,7 @@ def _one_ahead(batches, frames):
     """(batch, frames(batch)) in input order, the next batch's frames computed on a worker thread
     while the caller stores this one. Storing is DuckDB work (inserts, and the checkpoint when the
     connection ends) that runs without the GIL, and measuring a batch is partly pyarrow, so the two
-    share the cores: ingest of 100k documents took 40 s one after the other. At most two batches
+    share the cores (ingest of 100k pool documents: 43 s one after the other, 33 s so). At most two batches
     are held, and an error in either comes out where the sequential loop would have raised it,
     after every earlier batch was stored."""
     from concurrent.futures import ThreadPoolExecutor
