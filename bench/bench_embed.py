@@ -121,7 +121,7 @@ def compare_backends(args) -> int:
     chars = np.array([len(t) for t in texts])
     print(f"data: {len(texts)} documents from {source} for timing; chars median {int(np.median(chars))}, "
           f"total {chars.sum() / 1e6:.2f} M; max_seq_length 256, batch {args.batch_size}, torch threads "
-          f"{torch.get_num_threads()}, onnxruntime threads {embed_backends._ort_threads() or 'default'}")
+          f"{torch.get_num_threads()}, onnxruntime threads {embed_backends._omp_threads() or 'default'}")
     with tempfile.TemporaryDirectory() as tmp:
         models_root = Path(args.models_dir or Path(tmp) / "models").resolve()
         model_path = embed.resolve_model(cfg.model)

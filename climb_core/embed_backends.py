@@ -231,9 +231,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _ort_threads() -> int:
-    # onnxruntime ignores OMP_NUM_THREADS, which Ray sets to a task's CPUs; without this each Ray worker
-    # would run one thread per core. 0 is onnxruntime's own default (one per physical core).
+def _omp_threads() -> int:
+    # OMP_NUM_THREADS, 0 when unset: Ray sets it to a task's CPUs. onnxruntime ignores it, so without
+    # passing it on each Ray worker would run one thread per core (0 is onnxruntime's own default).
     try:
         return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
     except ValueError:
@@ -246,7 +246,7 @@ MIN_THREAD_BATCH = 128  # texts: below this a thread's start costs more than it 
 def _cpus_allowed() -> int:
     """CPUs this process should use: OMP_NUM_THREADS where a scheduler set it (Ray sets a task's CPUs
     there), else the cores it may run on."""
-    omp = _ort_threads()
+    omp = _omp_threads()
     if omp > 0:
         return omp
     try:
@@ -270,7 +270,7 @@ class OnnxInt8Encoder:
         from transformers import AutoTokenizer
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _ort_threads()
+        options.intra_op_num_threads = _omp_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle threads sleep instead of spinning: on a machine shared with other work, spinning took
         # about a fifth more CPU time for the same documents (measured) and slowed the others.

@@ -243,8 +243,9 @@ PRUNED_COLOR = "#BBBBBB"
 def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int] | None = None,
                hover_max: int = 20_000, max_categories: int = 40, seed: int = 0,
                max_labels: int = 60, view: dict[str, np.ndarray] | None = None) -> tuple[go.Figure, list[np.ndarray]]:
-    """A scatter of the map points (SVG up to SVG_MAX_POINTS markers, WebGL beyond); returns the figure and, per trace, the doc_idx of its points
-    (so a selection's (curve_number, point_index) maps back to documents; the labels' trace holds none).
+    """A scatter of the map points (SVG up to SVG_MAX_POINTS markers, WebGL beyond); returns the figure
+    and, per trace, the doc_idx of its points (so a selection's (curve_number, point_index) maps back
+    to documents; the labels' trace holds none).
 
     Hover previews are HTML-escaped and sent for at most `hover_max` points (a random sample); the
     others show their cluster only, which keeps the page light. Coloured by cluster, every cluster
@@ -295,10 +296,10 @@ def map_figure(df: pd.DataFrame, color_by: str = "cluster", highlight: list[int]
                           marker=mk)
             if with_preview:
                 fig.add_trace(scatter(**common, hovertext=hover[m],
-                                           hovertemplate="%{hovertext}" + extra_tpl + "<extra></extra>"))
+                                      hovertemplate="%{hovertext}" + extra_tpl + "<extra></extra>"))
             else:
                 fig.add_trace(scatter(**common, customdata=cid[m], showlegend=not mask[sampled].any(),
-                                           hovertemplate="cluster %{customdata}" + extra_tpl + "<extra></extra>"))
+                                      hovertemplate="cluster %{customdata}" + extra_tpl + "<extra></extra>"))
             curves.append(doc_idx[m])
 
     view_rgb = None  # the colour of every point in `view`, as the markers are coloured
