@@ -188,17 +188,6 @@ class RayExecutor:
         pass
 
 
-def _idle_cores() -> float:
-    """Cores not busy over the last minute (1-minute load average; this process's own run counts)."""
-    import os
-
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform: assume the cores are ours
-        return float(os.cpu_count() or 1)
-    return (os.cpu_count() or 1) - load
-
-
 class AutoExecutor:
     """`search.executor = auto`: a round of several n-gram proxies (the real objective) runs on a
     process pool of `workers`, everything else in this process.
@@ -215,33 +204,21 @@ class AutoExecutor:
         self.workers = max(1, min(int(workers), os.cpu_count() or 1))
         self._local = LocalExecutor()
         self._pool = ProcessExecutor(self.workers) if self.workers > 1 else None
-        self._last: tuple | None = None
 
     def parallel_for(self, fn: Callable, jobs: list) -> bool:
         """Whether this round goes to the pool: the real objective, n-gram proxies only, at least two,
-        and a core idle for the second worker (once the pool is up it is kept either way). The
-        answer is kept for the next submit_all of the same jobs, so the engine (which marks runs
-        differently for a sequential round) and the executor cannot disagree when the load moves."""
-        self._last = ((id(fn), tuple(map(id, jobs))), self._decide(fn, jobs))
-        return self._last[1]
-
-    def _decide(self, fn: Callable, jobs: list) -> bool:
+        on a machine with a second core. It depends on nothing else (not on the machine's load), so
+        the same search runs the same way anywhere."""
         if self._pool is None or len(jobs) < 2:
             return False
         from climb_core.proxy.job import run_proxy_job
 
-        if fn is not run_proxy_job or any(getattr(getattr(j, "proxy", None), "kind", None) != "ngram" for j in jobs):
-            return False
-        # On cores that other work already fills a second process only splits this search's share:
-        # measured 0.8-1.0x at a load of ~10 on 2 cores (bench/bench_proxy.py --only ngram-round).
-        return self._pool._pool is not None or _idle_cores() >= 1.0
+        return fn is run_proxy_job and all(getattr(getattr(j, "proxy", None), "kind", None) == "ngram" for j in jobs)
 
     def submit_all(self, fn: Callable, jobs: Iterable, on_start: Callable | None = None,
                    should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, Result]]:
         jobs = list(jobs)
-        last, self._last = self._last, None
-        parallel = last[1] if last is not None and last[0] == (id(fn), tuple(map(id, jobs))) else self._decide(fn, jobs)
-        chosen = self._pool if parallel else self._local
+        chosen = self._pool if self.parallel_for(fn, jobs) else self._local
         yield from chosen.submit_all(fn, jobs, on_start=on_start, should_stop=should_stop)
 
     def close(self) -> None:

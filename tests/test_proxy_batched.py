@@ -130,7 +130,8 @@ def test_search_proposes_the_same_with_and_without_batching(ws):
 
 
 def test_auto_executor_runs_ngram_rounds_on_one_kept_pool(ws, monkeypatch):
-    from climb_core import executors
+    import os
+
     from climb_core.executors import AutoExecutor
     from climb_core.proxy.job import run_proxy_job
     from climb_core.synthetic import objective
@@ -140,10 +141,11 @@ def test_auto_executor_runs_ngram_rounds_on_one_kept_pool(ws, monkeypatch):
                      weights=list(w), seed=s, proxy=ng, targets=TARGETS[:1]) for i, (w, s) in enumerate(zip(MIXTURES, SEEDS))]
     ex = AutoExecutor(2)
     try:
-        # A machine whose cores are busy keeps the round in this process.
-        monkeypatch.setattr(executors, "_idle_cores", lambda: 0.2)
-        assert not ex.parallel_for(run_proxy_job, jobs)
-        monkeypatch.setattr(executors, "_idle_cores", lambda: 1.5)
+        # The machine's load does not change the decision (a search runs the same way anywhere).
+        monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+        busy = ex.parallel_for(run_proxy_job, jobs)
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        assert ex.parallel_for(run_proxy_job, jobs) is busy
         # Only the real objective on n-gram rounds goes to the pool; GPT and other objectives stay here.
         assert ex.parallel_for(run_proxy_job, jobs) is (ex.workers > 1)
         assert not ex.parallel_for(objective, jobs)

@@ -111,37 +111,40 @@ def test_prior_snapshot_and_fixed_strategies(ws):
 
 
 @pytest.mark.slow
-def test_climb_and_regmix_beat_random(ws):
-    """Same budget (32 proxies), three seeds: the true objective of the final mixture, averaged.
+def test_searches_reach_the_known_optimum(ws):
+    """Budget 32, three seeds, on the known-optimum objective (score 0 at w*).
 
-    At 24 proxies RegMix's top-k average was measured no better than random's best run (6 seeds:
-    -0.174 vs -0.178); from 32 it is clearly better, so the test runs at 32."""
-    finals = {"climb": [], "regmix": [], "random": []}
-    round_means = []
+    Which of two strategies wins a three-seed run is luck, so nothing here compares strategies.
+    What holds on any machine: CLIMB lands next to the optimum (worst seed of 8 measured -0.012, on
+    one thread and on two, against -0.19 for the natural mixture and -0.07 for random's best seed),
+    later rounds sample better than round 1 by a wide margin (-0.09..-0.19 against -0.57..-0.62),
+    RegMix's top-k mean beats the mean of the runs it was fitted on, and random answers its best run."""
     spearmans = []
     for seed in range(3):
-        for strategy in finals:
-            sid = create_search(ws, search_config(strategy, 32, seed, n_pool_samples=20_000))
-            s = run_search(ws, sid, objective=objective, progress=False)
-            assert s.status == "done" and s.n_done == 32
-            finals[strategy].append(true_score(s.final_weights))
-            if strategy == "climb":
-                runs = search_runs(ws, sid)
-                round_means.append((runs[runs["round"] == 1]["score"].mean(), runs[runs["round"] > 1]["score"].mean()))
-                reps = search_report(ws, sid)["predictor_reports"]
-                assert [r["round"] for r in reps] == [2, 3, 4]      # rounds 2, 3 and the final fit
-                assert all(r["method"] and r["n_train"] > 0 for r in reps)
-                assert all(p is not None for p in runs[runs["round"] > 1]["predicted"])
-                spearmans.append(reps[-1]["spearman"])
-    mean = {k: float(np.mean(v)) for k, v in finals.items()}
-    print("final true objective by strategy:", mean, "rounds 1 vs later:", round_means, "spearman:", spearmans)
-    assert mean["climb"] > mean["random"]
-    assert mean["regmix"] > mean["random"]
-    # Later rounds sample where the predictor is good: better on average than round 1, every seed.
-    assert all(later > first for first, later in round_means)
-    # Out-of-fold Spearman of the final predictor on 32 proxies; measured 0.70, 0.80, 0.85 (mean 0.78).
+        s = run_search(ws, create_search(ws, search_config("climb", 32, seed, n_pool_samples=20_000)),
+                       objective=objective, progress=False)
+        assert s.status == "done" and s.n_done == 32
+        assert true_score(s.final_weights) > -0.03
+        runs = search_runs(ws, s.search_id)
+        first, later = runs[runs["round"] == 1]["score"].mean(), runs[runs["round"] > 1]["score"].mean()
+        assert later > first + 0.2
+        reps = search_report(ws, s.search_id)["predictor_reports"]
+        assert [r["round"] for r in reps] == [2, 3, 4]      # rounds 2, 3 and the final fit
+        assert all(r["method"] and r["n_train"] > 0 for r in reps)
+        assert all(p is not None for p in runs[runs["round"] > 1]["predicted"])
+        spearmans.append(reps[-1]["spearman"])
+
+        r = run_search(ws, create_search(ws, search_config("regmix", 32, seed, n_pool_samples=20_000)),
+                       objective=objective, progress=False)
+        sampled = search_runs(ws, r.search_id)
+        assert true_score(r.final_weights) > sampled[sampled["round"] == 1]["score"].mean() + 0.2
+
+        rnd = run_search(ws, create_search(ws, search_config("random", 32, seed)), objective=objective,
+                         progress=False)
+        rr = search_runs(ws, rnd.search_id).set_index("run_id")
+        assert rr.loc[rnd.best_run_id, "score"] == rr["score"].max()
+    # Out-of-fold Spearman of the final predictor on 32 proxies: measured 0.93, 0.97, 0.99.
     assert np.mean(spearmans) > 0.6
-    # Measured means: climb -0.059, regmix -0.082, random -0.101.
 
 
 def test_failed_job_is_recorded_and_search_continues(ws):

@@ -194,10 +194,12 @@ def study_report(ws: Workspace, study_id: str) -> dict[str, Any]:
         if st["strategy"] in FIXED:   # one mixture: its spread is over the final model's seeds
             st["final_mean"], st["final_sd"] = _mean_sd(st["searches"][0]["final_scores"])
             st["final_sd_over"] = "final-model seeds"
+            st["spread_n"] = len(st["searches"][0]["final_scores"])
         else:
             st["final_mean"], st["final_sd"] = _mean_sd([s["final_mean"] for s in st["searches"]
                                                          if s["final_mean"] is not None])
             st["final_sd_over"] = "search seeds"
+            st["spread_n"] = sum(s["final_mean"] is not None for s in st["searches"])
         st["n_final"] = sum(len(s["final_scores"]) for s in st["searches"])
         ws_ = [np.asarray(s["final_weights"]) for s in st["searches"] if s["final_weights"]]
         st["mean_weights"] = np.mean(ws_, axis=0).tolist() if ws_ else None
@@ -205,6 +207,7 @@ def study_report(ws: Workspace, study_id: str) -> dict[str, Any]:
         n = min((len(c) for c in curves), default=0)
         st["best_so_far_mean"] = np.mean([c[:n] for c in curves], axis=0).tolist() if n else []
     fc = _final_config(config)
+    comparisons = compare_finals(strategies)
     return {
         "study_id": study_id, "name": row["name"], "status": row["status"], "message": row["message"],
         "target": json.loads(row["target_json"] or "[]"), "budget": config.search.budget,
@@ -212,24 +215,44 @@ def study_report(ws: Workspace, study_id: str) -> dict[str, Any]:
         "final_model": {"kind": fc.proxy.kind, "tokens": fc.proxy.tokens, "seeds": config.study.final_seeds,
                         "n_layer": fc.proxy.n_layer, "n_embd": fc.proxy.n_embd},
         "cluster_ids": jsonable(cluster_ids), "cluster_labels": jsonable(labels), "strategies": strategies,
-        "verdict": _verdict(strategies), "report_dir": row["report_dir"],
+        "comparisons": comparisons, "verdict": verdict_text(comparisons), "report_dir": row["report_dir"],
     }
 
 
-def _verdict(strategies: dict[str, dict]) -> str:
+def compare_finals(strategies: dict[str, dict]) -> list[dict[str, Any]]:
+    """The best CLIMB arm's final against each baseline: the gap, the spread it is judged against and
+    the word for it. A spread needs two values on both sides (two search seeds, or two final-model
+    seeds for a fixed mixture); with fewer there is no spread to judge by, so no verdict is drawn."""
     climb = [s for k, s in strategies.items() if k.startswith("climb") and s.get("final_mean") is not None]
     if not climb:
-        return "no CLIMB final was trained"
+        return []
     best = max(climb, key=lambda s: s["final_mean"])
-    parts = []
+    rows = []
     for other in ("natural", "uniform", "regmix", "random"):
         o = strategies.get(other)
         if not o or o.get("final_mean") is None:
             continue
         gap = best["final_mean"] - o["final_mean"]
-        spread = max(best.get("final_sd") or 0.0, o.get("final_sd") or 0.0)
-        word = "beats" if gap > spread else ("trails" if gap < -spread else "is within the seed spread of")
-        parts.append(f"{best['label']} {word} {other} ({gap:+.4f}; spread {spread:.4f})")
+        measured = (best.get("spread_n") or 0) >= 2 and (o.get("spread_n") or 0) >= 2
+        spread = max(best.get("final_sd") or 0.0, o.get("final_sd") or 0.0) if measured else None
+        if spread is None:
+            word = "has no seed spread to be judged against"
+        else:
+            word = "beats" if gap > spread else ("trails" if gap < -spread else "is within the seed spread of")
+        rows.append({"label": best["label"], "other": other, "gap": gap, "spread": spread, "word": word})
+    return rows
+
+
+def verdict_text(comparisons: list[dict[str, Any]]) -> str:
+    if not comparisons:
+        return "no CLIMB final was trained"
+    parts = []
+    for c in comparisons:
+        if c["spread"] is None:
+            parts.append(f"{c['label']} vs {c['other']}: {c['gap']:+.4f}, one seed only, no verdict "
+                         "(run at least 2 seeds)")
+        else:
+            parts.append(f"{c['label']} {c['word']} {c['other']} ({c['gap']:+.4f}; spread {c['spread']:.4f})")
     return "; ".join(parts)
 
 
