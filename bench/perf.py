@@ -1,9 +1,9 @@
-"""One row of the README's performance table, printed by a benchmark and collected by run_all.py.
+"""One row of the performance table in docs/BENCHMARKS.md, printed by a benchmark and collected by run_all.py.
 
 A benchmark calls `emit(...)` once per figure it wants in the table; the row is printed as a line
 `PERF {json}` among its normal output. `bench/run_all.py` gathers these lines from every benchmark,
 keeps them in bench/perf_rows.json (a benchmark that was not run keeps its previous rows)
-and rewrites the table in README.md between its two marker comments.
+and rewrites the table in docs/BENCHMARKS.md between its two marker comments.
 """
 
 from __future__ import annotations
