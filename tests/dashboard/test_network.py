@@ -1,5 +1,5 @@
 """The dashboard as a network service: `climb dashboard` servers on 127.0.0.1 and free ports, real HTTP,
-real signals.
+real signals, headless Chromium for what the page loads; and the password back-off through AppTest.
 
 Every server started here is stopped here (its whole process group), pass or fail.
 """
@@ -21,9 +21,16 @@ import pytest
 from climb_core.workspace import Workspace
 
 pytest.importorskip("streamlit")
-from dashboard.netguard import PasswordBackoff  # noqa: E402
+from streamlit import config as st_config  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from dashboard.netguard import BACKOFF, PasswordBackoff  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+APP = str(REPO / "dashboard" / "app.py")
+CHROMIUM = "/usr/bin/chromium"
+SECRET = "correct horse ✓"
+LOCAL_PREFIXES = ("http://127.0.0.1:", "http://localhost:", "ws://127.0.0.1:", "ws://localhost:", "data:", "blob:")
 
 
 def free_port() -> int:
@@ -190,7 +197,85 @@ def test_metrics_endpoint_is_not_served(launch):
         assert err.value.code == 404, path
 
 
+# ------------------------------------------------------------------------------------ browser
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt install chromium)")
+def test_page_loads_nothing_from_outside_and_has_no_deploy_button(launch):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server = launch()
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.set_default_timeout(60_000)
+            page.on("request", lambda r: requests.append(r.url))
+            for name in ["", "map", "export"]:
+                page.goto(f"{server.url}/{name}")
+                page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]')
+                page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
+                time.sleep(1.5)  # favicon and fonts load after the script has run
+            icons = page.eval_on_selector_all("link[rel~='icon']", "els => els.map(e => e.href)")
+            deploy = page.get_by_test_id("stAppDeployButton").count() + page.get_by_role("button", name="Deploy").count()
+        finally:
+            browser.close()
+    outside = sorted({u for u in requests if not u.startswith(LOCAL_PREFIXES)})
+    assert requests and not outside, outside
+    assert icons and all(i.startswith(LOCAL_PREFIXES) for i in icons), icons
+    assert deploy == 0
+
+
 # ------------------------------------------------------------------------------------ back-off
+@pytest.fixture
+def exposed_app(tmp_path, monkeypatch):
+    """The dashboard as served on 0.0.0.0 with a password, on an empty workspace, with a fresh back-off."""
+    ws = Workspace.init(tmp_path / "ws")
+    monkeypatch.setenv("CLIMB_WORKSPACE", str(ws.root))
+    monkeypatch.setenv("CLIMB_PASSWORD", SECRET)
+    before = st_config.get_option("server.address")
+    st_config.set_option("server.address", "0.0.0.0")
+    BACKOFF.reset()
+    now = [1000.0]
+    monkeypatch.setattr(BACKOFF, "clock", lambda: now[0])
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    yield at, now
+    BACKOFF.reset()
+    st_config.set_option("server.address", before)
+
+
+def _type(at: AppTest, text: str) -> AppTest:
+    [box] = [t for t in at.text_input if t.label == "Password"]
+    return box.input(text).run()
+
+
+def test_wrong_passwords_lock_the_client_out_even_for_the_right_one(exposed_app):
+    at, now = exposed_app
+    for i in range(5):
+        _type(at, f"guess {i}")
+    assert any("Too many wrong passwords" in e.value and "Try again after" in e.value for e in at.error)
+    _type(at, SECRET)  # the right password during the back-off: refused too
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.title and any("Too many wrong passwords" in e.value for e in at.error)
+    now[0] += 61  # the back-off over, the same entry is checked again (the "Try again" button)
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title and at.title[0].value == "CLIMB Studio"
+
+
+def test_a_new_session_does_not_reset_the_count(exposed_app):
+    at, _ = exposed_app
+    for i in range(5):
+        _type(at, f"guess {i}")
+    fresh = AppTest.from_file(APP, default_timeout=120)  # another browser tab, same client
+    fresh.run()
+    _type(fresh, SECRET)
+    assert not fresh.title and any("Too many wrong passwords" in e.value for e in fresh.error)
+
+
 def test_backoff_doubles_up_to_a_minute_and_resets_on_success():
     now = [0.0]
     b = PasswordBackoff(free=5, longest=60, clock=lambda: now[0])
