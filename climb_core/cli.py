@@ -430,21 +430,61 @@ def cmd_decontam(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    import signal
     import time
     import urllib.request
     import webbrowser
 
+    from dashboard.netguard import PASSWORD_ENV, is_loopback
+
     ws = _open(args.workspace)
+    if not is_loopback(args.host) and not os.environ.get(PASSWORD_ENV):
+        # Checked here, before anything binds: a server without the password would serve its pages
+        # (read server files, start jobs) to whoever reaches the port.
+        print(f"error: not serving on {args.host or 'every network interface'} without a password: other "
+              f"machines could read files and start jobs through the dashboard. Set {PASSWORD_ENV} (e.g. "
+              f"`{PASSWORD_ENV}='a long passphrase' climb dashboard {args.workspace} --host {args.host}`) or "
+              "serve on 127.0.0.1.", file=sys.stderr)
+        return 1
     # Always headless: a non-headless first run asks for an e-mail on stdin and hangs without a terminal.
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "app.py"),
+    # The options of .streamlit/config.toml are repeated as flags: streamlit reads that file from the
+    # current directory, which is rarely the checkout.
+    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "serve.py"),
            "--server.address", args.host, "--server.port", str(args.port), "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--", "--workspace", str(ws.root)]
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+           "--", "--workspace", str(ws.root)]
     url = f"http://{'127.0.0.1' if args.host in {'0.0.0.0', '::'} else args.host}:{args.port}"
     _print(f"CLIMB Studio on {url}  (workspace {ws.root}; Ctrl-C to stop)")
-    if args.host not in {"127.0.0.1", "localhost", "::1"}:
-        _print(f"warning: listening on {args.host}: other machines can reach this dashboard and edit the workspace")
-    proc = subprocess.Popen(cmd, env={**os.environ, "CLIMB_WORKSPACE": str(ws.root)})
+    if not is_loopback(args.host):
+        _print(f"warning: listening on {args.host}: other machines can reach this dashboard (password from {PASSWORD_ENV})")
+
+    class Stop(Exception):
+        def __init__(self, signum: int):
+            self.signum = signum
+
+    def on_signal(signum, _frame):
+        raise Stop(signum)
+
+    def stop_group(proc: subprocess.Popen) -> None:
+        """SIGTERM to the server's process group, SIGKILL if it is still there after 10 s."""
+        for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    # The server runs in its own process group, which the launcher stops on Ctrl-C, SIGTERM and SIGHUP:
+    # a `kill` of the launcher (or docker stop, or a closed terminal) must not leave the port served.
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in stops}
+    proc = None
     try:
+        proc = subprocess.Popen(cmd, env={**os.environ, "CLIMB_WORKSPACE": str(ws.root)}, start_new_session=True)
         if not args.no_browser:
             deadline = time.monotonic() + 60
             while proc.poll() is None and time.monotonic() < deadline:
@@ -456,8 +496,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                     time.sleep(0.5)
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+        return 128 + signal.SIGINT
+    except Stop as stop:
+        return 128 + stop.signum
+    finally:
+        for sig in stops:  # a second signal while the server stops must not cut the stop short
+            signal.signal(sig, signal.SIG_IGN)
+        if proc is not None and proc.poll() is None:
+            stop_group(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

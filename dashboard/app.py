@@ -5,7 +5,9 @@ changed in the sidebar. Pages live in dashboard/views/, one short file each.
 
 Served on an address other machines can reach (anything but loopback), the app asks for the password
 in CLIMB_PASSWORD before any page runs, and refuses to run at all without one: whoever reaches the
-port can read files on the server through it, write exports and start jobs.
+port can read files on the server through it, write exports and start jobs. (`climb dashboard` does
+not even start the server then.) Wrong passwords lock the client's address out for a while
+(dashboard/netguard.py).
 
 The folder is deliberately not called `pages/`: Streamlit treats a `pages/` folder beside the main
 script as a legacy multipage app until `st.navigation` has run once in the process, so a fresh
@@ -16,8 +18,10 @@ workspace, no navigation) and stay in legacy mode for every later session.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import hashlib
 import hmac
-import ipaddress
+import math
 import os
 import sys
 from pathlib import Path
@@ -29,6 +33,7 @@ if str(REPO) not in sys.path:  # `streamlit run dashboard/app.py` from a checkou
     sys.path.insert(0, str(REPO))
 
 from dashboard import widgets  # noqa: E402
+from dashboard.netguard import BACKOFF, PASSWORD_ENV, is_loopback  # noqa: E402
 
 
 def _workspace_from_args() -> str | None:
@@ -39,23 +44,16 @@ def _workspace_from_args() -> str | None:
 
 
 AUTH_KEY = "climb_authenticated"
-PASSWORD_ENV = "CLIMB_PASSWORD"
-
-
-def _is_loopback(address: str) -> bool:
-    """True for addresses only this machine can reach. An empty address means every interface."""
-    if address.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name or an empty address: reachable from elsewhere, as far as we can tell
+CHECKED_KEY = "climb_password_checked"
+# The favicon is a file served by this server: Streamlit fetches :material/...: page icons from
+# fonts.gstatic.com, which fails offline and tells a third party who opens the dashboard.
+FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.svg"
 
 
 def _needs_password() -> bool:
     if st.session_state.get(AUTH_KEY):
         return False
-    return not _is_loopback(st.get_option("server.address") or "")
+    return not is_loopback(st.get_option("server.address") or "")
 
 
 def _password_gate() -> None:
@@ -72,12 +70,38 @@ def _password_gate() -> None:
     st.subheader("CLIMB Studio: password required")
     typed = st.text_input("Password", type="password", key="climb_password",
                           help=f"The password set in {PASSWORD_ENV} where the dashboard was started.")
+    if not typed:
+        st.stop()
+    # Wrong guesses are counted per client address for the whole server, not per browser session,
+    # which a script could open afresh for every guess.
+    ip = st.context.ip_address  # None for clients on this machine
+    client = ip if isinstance(ip, str) and ip else "this machine"
+    wait = BACKOFF.retry_in(client)
+    if wait > 0:
+        _refuse_for(wait)
     # Compared as bytes: compare_digest takes str only when it is ASCII.
-    if typed and hmac.compare_digest(typed.encode("utf-8"), expected.encode("utf-8")):
+    if hmac.compare_digest(typed.encode("utf-8"), expected.encode("utf-8")):
+        BACKOFF.succeeded(client)
         st.session_state[AUTH_KEY] = True
         st.rerun()
-    if typed:
-        st.error("Wrong password.")
+    # A rerun with the same entry (a reconnect, a click elsewhere) is not another guess.
+    entry = hashlib.sha256(typed.encode("utf-8")).hexdigest()
+    if st.session_state.get(CHECKED_KEY) != entry:
+        st.session_state[CHECKED_KEY] = entry
+        wait = BACKOFF.failed(client)
+        if wait > 0:
+            _refuse_for(wait)
+    st.error("Wrong password.")
+    st.stop()
+
+
+def _refuse_for(seconds: float) -> None:
+    """Stop the script: too many wrong passwords from this client, whatever was typed now."""
+    seconds = max(1, math.ceil(seconds))
+    at = (dt.datetime.now() + dt.timedelta(seconds=seconds)).strftime("%H:%M:%S")
+    st.error(f"Too many wrong passwords from this address: no password is checked for {seconds} s. "
+             f"Try again after {at}.")
+    st.button("Try again")  # checks the password box again without retyping it
     st.stop()
 
 
@@ -99,12 +123,12 @@ def _sidebar_chooser() -> None:
         if current:
             st.caption(widgets.md(current))
         address = st.get_option("server.address") or ""
-        if address not in ("127.0.0.1", "localhost", "::1"):
+        if not is_loopback(address):
             st.warning(f"Served on {address or 'every network interface'}: anyone who can reach this port can "
                        "edit the workspace and start jobs. Use `--server.address 127.0.0.1` to keep it local.")
 
 
-st.set_page_config(page_title="CLIMB Studio", page_icon=":material/landscape:", layout="wide")
+st.set_page_config(page_title="CLIMB Studio", page_icon=str(FAVICON), layout="wide")
 PAGES = Path(__file__).resolve().parent / "views"
 locked = _needs_password()
 # Navigation is declared even when locked (a deep link such as /map must still resolve), but hidden
