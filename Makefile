@@ -25,14 +25,14 @@ PIP_COMPILE := $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --strip-ex
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# torch goes in first and alone, pinned and without its dependencies (the lock has them, hashed),
-# so nothing later can pull a multi-GB CUDA build. The lock is then installed in hash-checking mode;
-# torch, already installed, satisfies what depends on it. The project itself goes in without build
-# isolation, so its build uses the locked setuptools.
+# torch goes in first and alone, pinned, so nothing later can pull a multi-GB CUDA build. The lock
+# (every other package, torch's dependencies at their locked versions included) is then installed in
+# hash-checking mode; torch, already installed, satisfies what depends on it. The project itself
+# goes in without build isolation, so its build uses the locked setuptools.
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-deps $(TORCH_PIP_ARGS) $(TORCH)
+	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) $(TORCH)
 	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
