@@ -17,8 +17,9 @@ TORCH_PIP_ARGS ?=
 TORCH := torch==2.13.0
 # pip-tools, for `make lock` only: in its own venv, apart from the project's.
 LOCK_VENV ?= build/lock-venv
-PIP_COMPILE := $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras \
-	--unsafe-package torch --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+	--strip-extras --unsafe-package torch --no-emit-index-url --no-emit-find-links \
+	$(if $(TORCH_PIP_ARGS),--pip-args "$(TORCH_PIP_ARGS)") $(LOCK_ARGS)
 
 .PHONY: install install-dev lock demo demo-workspace dashboard test test-fast bench clean-demo
 
@@ -47,9 +48,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
 # LOCK_ARGS=--upgrade moves every package to its newest allowed version.
 lock:
 	test -x $(LOCK_VENV)/bin/pip-compile || ($(PY) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q pip-tools==7.7.0)
-	$(PIP_COMPILE) --pip-args "$(TORCH_PIP_ARGS)" --output-file requirements-dev.lock requirements-dev.txt
+	$(PIP_COMPILE) --output-file requirements-dev.lock requirements-dev.txt
 	cp requirements-dev.lock requirements.lock
-	$(PIP_COMPILE) --pip-args "$(TORCH_PIP_ARGS)" --output-file requirements.lock requirements.txt
+	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
 	! grep -n -i '^nvidia-\|^torch==' requirements.lock requirements-dev.lock
 
 demo-workspace: install
