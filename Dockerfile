@@ -17,14 +17,15 @@ WORKDIR /app
 
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
 
-# torch first and alone, so the rest cannot pull a CUDA build.
+# torch first and alone, so the rest cannot pull a CUDA build; then every other package from the
+# hashed runtime lock (as `make install`), and the project built with the locked setuptools.
 ARG TORCH_PIP_ARGS=""
 RUN pip install $TORCH_PIP_ARGS torch==2.13.0
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+COPY requirements.lock .
+RUN pip install --require-hashes -r requirements.lock
 
 COPY . .
-RUN pip install --no-deps -e . \
+RUN pip install --no-deps --no-build-isolation -e . \
  && climb run-all /app/workspaces/demo --input data/demo_corpus.jsonl.gz --config configs/demo.toml --quiet \
  && climb search /app/workspaces/demo --quiet
 
