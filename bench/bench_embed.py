@@ -40,8 +40,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from climb_core import embed  # noqa: E402
+from climb_core.catalogue.workspace import Workspace  # noqa: E402
 from climb_core.config import ClimbConfig, with_overrides  # noqa: E402
-from climb_core.workspace import Workspace  # noqa: E402
 from perf import emit  # noqa: E402
 
 DEMO = REPO / "data" / "demo_corpus.jsonl.gz"

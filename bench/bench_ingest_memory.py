@@ -66,9 +66,9 @@ def child(mode: str, corpus: str, ws_dir: str, batch_size: int) -> None:
         frame = pd.read_json(corpus, lines=True)
         result["rows"] = len(frame)
     elif mode == "ingest":
+        from climb_core.catalogue.workspace import Workspace
         from climb_core.config import ClimbConfig
         from climb_core.ingest import run_ingest
-        from climb_core.workspace import Workspace
 
         config = ClimbConfig()
         config.ingest.paths = [corpus]
@@ -76,10 +76,10 @@ def child(mode: str, corpus: str, ws_dir: str, batch_size: int) -> None:
         ws = Workspace.init(ws_dir, config)
         result["rows"] = run_ingest(ws, config, progress=False).rows_out
     elif mode == "ingest+embed":
+        from climb_core.catalogue.workspace import Workspace
         from climb_core.config import ClimbConfig
         from climb_core.embed import run_embed
         from climb_core.ingest import run_ingest
-        from climb_core.workspace import Workspace
 
         config = ClimbConfig()
         config.ingest.paths = [corpus]

@@ -52,8 +52,8 @@ def main() -> int:
 
     truth = None
     if args.workspace:
+        from climb_core.catalogue.workspace import Workspace
         from climb_core.embed import load_embeddings
-        from climb_core.workspace import Workspace
 
         X = np.ascontiguousarray(load_embeddings(Workspace.open(args.workspace))[:args.n])
         what = f"real embeddings of {args.workspace}"

@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 
 def build(root: Path, n: int, dim: int, k: int = 50, shard: int = 50_000, seed: int = 0) -> None:
+    from climb_core.catalogue.workspace import Workspace
     from climb_core.embed import shard_name
-    from climb_core.workspace import Workspace
 
     rng = np.random.default_rng(seed)
     ws = Workspace.init(root)
@@ -47,8 +47,8 @@ def build(root: Path, n: int, dim: int, k: int = 50, shard: int = 50_000, seed: 
 
 def child(root: str, fit_sample: int, batch: int) -> None:
     from climb_core import project2d
+    from climb_core.catalogue.workspace import Workspace
     from climb_core.config import ClimbConfig
-    from climb_core.workspace import Workspace
 
     import umap  # noqa: F401 - import cost out of the measured part
     rng = np.random.default_rng(0)

@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from climb_core.config import ClimbConfig  # noqa: E402
 from perf import emit  # noqa: E402
+from climb_core.catalogue.workspace import Workspace  # noqa: E402
 from climb_core.search import create_search, run_search, search_runs  # noqa: E402
 from climb_core.synthetic import N_CLUSTERS, NOISE, objective, true_score, w_star  # noqa: E402
-from climb_core.workspace import Workspace  # noqa: E402
 
 
 def build_workspace(root: Path, split: int = 2) -> Workspace:

@@ -27,8 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from climb_core.catalogue.workspace import Workspace  # noqa: E402
 from climb_core.config import ClimbConfig, TargetSpec, with_overrides  # noqa: E402
-from climb_core.workspace import Workspace  # noqa: E402
 
 POOL = REPO.parent / "shared" / "data" / "pool"
 DOMAINS = ["encyclopedia", "legal", "literature", "news", "political_speech", "reviews",

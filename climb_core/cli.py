@@ -17,10 +17,10 @@ from typing import Any
 
 from climb_core.config import (ClimbConfig, ConfigError, dump_toml, load_config, reference_markdown,
                                with_overrides)
-from climb_core.liveness import Interrupted
-from climb_core.stages import StageError
+from climb_core.catalogue.liveness import Interrupted
+from climb_core.catalogue.stages import StageError
+from climb_core.catalogue.workspace import Workspace, WorkspaceError
 from climb_core.targets import parse_target
-from climb_core.workspace import Workspace, WorkspaceError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import TargetSpec
 from climb_core.targets import TargetError, _read_mc, resolve_path, target_name
-from climb_core.workspace import Workspace, transaction
 
 DEFAULT_N = 13
 BATCH_DOCS = 2000

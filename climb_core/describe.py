@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from climb_core import stages
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError, StageOutcome
+from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig, DescribeConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace, transaction
 
 # Words of two or more letters: numbers, years and case citations say little about a topic.
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"

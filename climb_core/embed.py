@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from climb_core import embed_backends, stages
+from climb_core import embed_backends
+
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError, StageOutcome
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, EmbedConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace
 
 STAGE = "embed"
 PACKAGED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}

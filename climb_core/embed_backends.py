@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from climb_core.stages import StageError
+from climb_core.catalogue.stages import StageError
 
 BACKENDS = ("torch", "torch-bf16", "onnx-int8", "static")
 # Backends that are the SentenceTransformer itself (loaded by climb_core.embed, on `embed.device`).

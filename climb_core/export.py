@@ -31,10 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from climb_core import export_formats, stages
+from climb_core import export_formats
+
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, TokenizerConfig
-from climb_core.stages import StageError
-from climb_core.workspace import Workspace
 
 DOC_BATCH = 2048  # documents per tokenizer batch (and per text query)
 

@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from climb_core import stages
+from climb_core.catalogue import stages
+from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig
 from climb_core.corpus import Batch, Record, Source, _derived_id, discover_sources, input_facts, iter_batches
 from climb_core.quality import combine_quality, heuristic_quality, load_user_scorer
 from climb_core.stats import STAT_COLUMNS, batch_stats
-from climb_core.workspace import Workspace, transaction
 
 STAGE = "ingest"
 RAW_DOCS = "ingest_raw"

@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from climb_core.liveness import alive, process_start
-from climb_core.workspace import Workspace
+from climb_core.catalogue.liveness import alive, process_start
+from climb_core.catalogue.workspace import Workspace
 
 STAGES = ["ingest", "embed", "cluster", "refine", "describe", "map", "tokens"]
 _POPENS: dict[int, subprocess.Popen] = {}  # wrappers started by this process, polled so they are reaped

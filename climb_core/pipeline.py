@@ -6,9 +6,9 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from climb_core.catalogue.stages import PIPELINE, StageOutcome, all_stage_records
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.stages import PIPELINE, StageOutcome, all_stage_records
-from climb_core.workspace import Workspace
 
 # stage -> (module, function); imported on first use so `climb status` does not load torch.
 _STAGE_TARGETS = {

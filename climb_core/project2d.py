@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from climb_core import stages
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError, StageOutcome
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, MapConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace
 
 STAGE = "map"
 BACKENDS = ("auto", "cuml", "umap")

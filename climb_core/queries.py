@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from climb_core.workspace import Workspace
+from climb_core.catalogue.workspace import Workspace
 
 DOC_STAT_COLUMNS = ["n_chars", "n_words", "n_tokens_est", "quality", "quality_heuristic", "quality_user",
                     "symbol_ratio", "digit_ratio", "repeated_line_frac", "dup_ngram_frac"]
@@ -67,7 +67,7 @@ def corpus_overview(ws: Workspace) -> dict[str, Any]:
 
 def _with_shown_status(stages: pd.DataFrame) -> pd.DataFrame:
     """Stage rows with `status` as users should read it (a dead process's `running` is `interrupted`)."""
-    from climb_core.stages import shown_stage_status
+    from climb_core.catalogue.stages import shown_stage_status
 
     out = stages.drop(columns=["pid", "pid_started"])
     # object dtype even for no rows: an empty list would make a float column that "pending" cannot fill.
@@ -78,7 +78,7 @@ def _with_shown_status(stages: pd.DataFrame) -> pd.DataFrame:
 
 def stage_status(ws: Workspace) -> pd.DataFrame:
     """The pipeline's stages in order with their status (pending when never run)."""
-    from climb_core.stages import PIPELINE
+    from climb_core.catalogue.stages import PIPELINE
 
     with ws.connect() as con:
         rec = con.execute("SELECT stage, status, finished_at, rows_in, rows_out, message, pid, pid_started FROM stages").df()

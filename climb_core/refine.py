@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from climb_core import stages
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError, StageOutcome
+from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace, transaction
 
 REFINED_TABLES = ["clusters", "doc_clusters", "cluster_edges", "edits", "edit_cluster_before",
                   "edit_doc_moves", "representatives"]

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ConfigError, TargetSpec
-from climb_core.workspace import Workspace
 
 # The bundled evaluation sets, named by file stem on the command line (arc_easy, piqa, ...).
 BUNDLED_EVAL = Path(__file__).resolve().parents[1] / "data" / "eval"

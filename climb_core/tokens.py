@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from climb_core import stages
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError, StageOutcome
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace
 
 STAGE = "tokens"
 EOT = "<|endoftext|>"

@@ -27,7 +27,7 @@ def purity(labels, truth) -> float:
 
 @pytest.fixture(scope="module")
 def pool_workspace(shared_data, tmp_path_factory):
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     rng = random.Random(0)
     rows = []

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from climb_core import embed, embed_backends, stages
-from climb_core.stages import StageError
+from climb_core import embed, embed_backends
+
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError
 from tests.helpers import demo_rows, documents_workspace, embed_config
 
 pytest.importorskip("onnxruntime")

@@ -223,7 +223,7 @@ def test_documents_flagged_by_decontam_are_not_exported(tmp_path):
     """`climb decontam --drop` records benchmark-overlapping documents; export leaves them out."""
     import shutil
 
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     src, sid = build_searched(tmp_path / "src")
     root = tmp_path / "ws"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from climb_core.liveness import alive, process_start
+from climb_core.catalogue.liveness import alive, process_start
 from climb_core.search import create_search, run_search, search_runs, summarize
 from tests.helpers import build_domain_workspace, search_config, start_search_worker
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from climb_core import describe, ingest, queries, refine
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
 from climb_core.search import create_search
-from climb_core.workspace import Workspace
 from tests.helpers import (assert_invariants, build_domain_workspace, build_refined_workspace, copy_ws,
                            refine_config, search_config, write_demo_slice)
 
@@ -43,7 +43,7 @@ def test_dashboard_reads_while_search_worker_writes(tmp_path):
     env = {**os.environ, "CLIMB_TEST_SLEEP": "0.05"}
     env.pop("CLIMB_TEST_CALLS", None)
     code = (f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(REPO)!r}]\n"
-            "from climb_core.workspace import Workspace\nfrom climb_core.search import run_search\n"
+            "from climb_core.catalogue.workspace import Workspace\nfrom climb_core.search import run_search\n"
             "from test_search import slow_counting_objective\n"
             f"s = run_search(Workspace.open({str(ws.root)!r}), {sid!r}, objective=slow_counting_objective, progress=False)\n"
             "print('SEARCH', s.status, s.n_done, s.n_runs)\n")
@@ -91,7 +91,7 @@ def test_dashboard_reads_while_search_worker_writes(tmp_path):
 @pytest.fixture
 def open_connections(monkeypatch):
     """A list whose length is the number of catalogue connections open right now (in this process)."""
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     opened: list[int] = []
     real = Workspace.connect

@@ -79,7 +79,7 @@ def test_large_corpus_is_sampled_per_cluster(mapped):
 def test_refined_clusters_win_over_kmeans_ones(mapped, tmp_path):
     import shutil
 
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     shutil.copytree(mapped[0].root, tmp_path / "ws")
     ws = Workspace.open(tmp_path / "ws")
@@ -116,7 +116,7 @@ def test_tiny_corpus_falls_back_to_pca(mapped):
 def _copy(ws, tmp_path):
     import shutil
 
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     shutil.copytree(ws.root, tmp_path / "ws")
     return Workspace.open(tmp_path / "ws")

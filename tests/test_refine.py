@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from climb_core.workspace import Workspace
+from climb_core.catalogue.workspace import Workspace
 from tests.helpers import K_BASE, assert_invariants, build_base_workspace, copy_ws, refine_config
 
 
@@ -173,8 +173,8 @@ def test_undo_of_automatic_merge_restores_members(base_ws):
 
 
 def test_refine_requires_assignments(tmp_path):
+    from climb_core.catalogue.stages import StageError
     from climb_core.refine import run_refine
-    from climb_core.stages import StageError
 
     ws = Workspace.init(tmp_path / "empty")
     with pytest.raises(StageError, match="climb cluster"):

@@ -20,9 +20,9 @@ import pytest
 from climb_core.proxy.types import ProxyResult
 from climb_core.search import (cancel_search, create_search, list_searches, round_sizes, run_search,
                                search_report, search_runs)
+from climb_core.catalogue import connections
+from climb_core.catalogue.workspace import Workspace
 from climb_core.synthetic import objective, true_score
-from climb_core import connections
-from climb_core.workspace import Workspace
 from tests.helpers import build_domain_workspace, search_config, start_search_worker
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from climb_core.catalogue.stages import StageError
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, with_overrides
-from climb_core.stages import StageError
-from climb_core.workspace import Workspace
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo_corpus.jsonl.gz"
 DOMAINS = ["encyclopedia", "legal", "literature", "political_speech", "science_abstracts"]
@@ -122,7 +122,7 @@ def test_train_and_val_documents_are_disjoint(tokens_ws):
 
 
 def test_rerun_skips_and_resume_is_per_cluster(tokens_ws, copy_workspace):
-    from climb_core import stages
+    from climb_core.catalogue import stages
     from climb_core.tokens import cluster_token_files, run_tokens
 
     assert run_tokens(tokens_ws, token_config(), progress=False).skipped

@@ -31,15 +31,15 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from climb_core.catalogue.liveness import Interrupted, process_start, sigterm_raises
+from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig, config_from_dict
 from climb_core.executors import LocalExecutor
-from climb_core.liveness import Interrupted, process_start, sigterm_raises
 from climb_core.search.acquisition import ACQUISITIONS
 from climb_core.search.constraints import ConstraintError, constraints_for
 from climb_core.search.predictors.select import PREDICTORS, warm_imports
 from climb_core.search.sampling import DESIGNS
 from climb_core.search.strategies import STRATEGIES, Final, Plan, Strategy, plan
-from climb_core.workspace import Workspace, transaction
 
 
 class SearchError(RuntimeError):
@@ -230,8 +230,8 @@ def _set(ws: Workspace, search_id: str, **cols) -> None:
 
 
 def _worker_alive(row: dict[str, Any]) -> bool:
-    """The search's recorded worker is running (same pid and start time, see climb_core.liveness)."""
-    from climb_core.liveness import alive
+    """The search's recorded worker is running (same pid and start time, see climb_core.catalogue.liveness)."""
+    from climb_core.catalogue.liveness import alive
 
     return alive(row.get("pid"), row.get("pid_started"))
 

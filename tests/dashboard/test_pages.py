@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from climb_core import jobs, queries
-from climb_core.workspace import Workspace
+from climb_core.catalogue.workspace import Workspace
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402

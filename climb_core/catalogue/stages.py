@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from climb_core.liveness import Interrupted, alive, process_start, sigterm_raises
-from climb_core.workspace import Workspace, transaction
+from climb_core.catalogue.liveness import Interrupted, alive, process_start, sigterm_raises
+from climb_core.catalogue.workspace import Workspace, transaction
 
 # The pipeline in order, and which earlier stages each one reads.
 PIPELINE = ["ingest", "embed", "cluster", "refine", "describe", "map"]
