@@ -33,9 +33,9 @@ import numpy as np  # noqa: E402
 
 from climb_core.config import ProxyConfig, TargetSpec  # noqa: E402
 from perf import emit  # noqa: E402
+from climb_core.pipeline.tokens import eot_id, train_tokenizer  # noqa: E402
 from climb_core.proxy.train import MixtureData, train_proxy  # noqa: E402
 from climb_core.targets import evaluate_targets, load_targets  # noqa: E402
-from climb_core.tokens import eot_id, train_tokenizer  # noqa: E402
 
 
 def domain_token_files(tmp: Path, vocab: int):

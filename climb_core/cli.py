@@ -183,7 +183,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import run_stage
+    from climb_core.pipeline.run import run_stage
 
     ws = _open(args.workspace)
     config = _resolve_config(ws, args, [args.command])
@@ -196,7 +196,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_run_all(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import run_all
+    from climb_core.pipeline.run import run_all
 
     ws = Workspace.init(args.workspace) if not (Path(args.workspace) / "climb.duckdb").exists() else _open(args.workspace)
     config = _resolve_config(ws, args, list(STAGE_FLAGS))
@@ -210,7 +210,7 @@ def cmd_run_all(args: argparse.Namespace) -> int:
 
 
 def _print_status(ws: Workspace) -> None:
-    from climb_core.pipeline import workspace_status
+    from climb_core.pipeline.run import workspace_status
 
     st = workspace_status(ws)
     _print(f"\nworkspace {st['workspace']}")
@@ -228,7 +228,7 @@ def _print_status(ws: Workspace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import workspace_status
+    from climb_core.pipeline.run import workspace_status
 
     ws = _open(args.workspace)
     if args.json:
@@ -277,7 +277,7 @@ def _run_config(ws: Workspace, args: argparse.Namespace, kind: str, stages: list
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import run_stage
+    from climb_core.pipeline.run import run_stage
     from climb_core.search import create_search, run_search
 
     ws = _open(args.workspace)
@@ -296,7 +296,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import run_stage
+    from climb_core.pipeline.run import run_stage
     from climb_core.search.study import create_study, report_markdown, run_study
 
     ws = _open(args.workspace)
@@ -392,7 +392,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from climb_core import refine
+    from climb_core.pipeline import refine
 
     ws = _open(args.workspace)
     op = args.op

@@ -111,7 +111,7 @@ def _scores(ws: Workspace, search_id: str, row: dict[str, Any], which: str, run_
 
 def _token_setup(ws: Workspace) -> tuple[Any, str, float, int, dict[int, int]]:
     """(tokenizer, its hash, the stage's val_fraction and seed, train tokens per active cluster)."""
-    from climb_core.tokens import TOKENIZER_FILE, cluster_token_files, load_tokenizer, tokenizer_hash
+    from climb_core.pipeline.tokens import TOKENIZER_FILE, cluster_token_files, load_tokenizer, tokenizer_hash
 
     try:
         files = cluster_token_files(ws)
@@ -130,7 +130,7 @@ def _split(ws: Workspace, cluster_ids: list[int], val_fraction: float, seed: int
     """cluster_id, doc_idx, val for every document of `cluster_ids`: the tokens stage's own split."""
     # The same function on the same per-cluster lists (doc_idx order) the stage used, so `val` marks
     # exactly the documents in each cluster's val.bin.
-    from climb_core.tokens import _split_val
+    from climb_core.pipeline.tokens import _split_val
 
     docs = ws.query_df(
         """SELECT c.cluster_id, d.doc_idx, d.doc_id FROM doc_clusters c JOIN documents d USING (doc_idx)

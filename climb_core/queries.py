@@ -243,7 +243,7 @@ def map_sample(ws: Workspace, budget: int, fields: list[str] | None = None, *, s
     limits the view to a rectangle: a zoomed view is drawn at full resolution once it holds at most
     `budget` points. Columns as `map_points`, plus `cluster_rank`: the cluster's rank by cluster_id
     among all clusters of the catalogue (stable across views, for colours)."""
-    from climb_core.project2d import stratified_sample
+    from climb_core.pipeline.map import stratified_sample
 
     fields = fields or []
     where, params = _map_filter(show_pruned, region)

@@ -148,7 +148,7 @@ def _text_docs(ws: Workspace | None, spec: TargetSpec, tokenizer, eot: int) -> t
     """Token sequences (each [EOT, doc...]) and their total UTF-8 bytes."""
     src = spec.path
     if src.startswith("cluster:"):
-        from climb_core.tokens import cluster_token_files
+        from climb_core.pipeline.tokens import cluster_token_files
 
         if ws is None:
             raise TargetError("a 'cluster:' target needs a workspace")
@@ -210,7 +210,7 @@ def _query_texts(ws, predicate: str) -> list[str]:
 
 def load_targets(ws: Workspace | None, specs: list[TargetSpec], tokenizer) -> list[Target]:
     """Tokenise every target component once (a search scores many proxies on the same tokens)."""
-    from climb_core.tokens import eot_id
+    from climb_core.pipeline.tokens import eot_id
 
     eot = eot_id(tokenizer)
     out = []

@@ -42,7 +42,7 @@ def built_workspace(tmp_path_factory):
 
     Tests that change it must copy it first (`copy_workspace`)."""
     from climb_core.catalogue.workspace import Workspace
-    from climb_core.pipeline import run_all
+    from climb_core.pipeline.run import run_all
 
     root = tmp_path_factory.mktemp("built")
     corpus = write_demo_slice(root / "corpus.jsonl", 400)

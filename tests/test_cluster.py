@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from climb_core import cluster, embed
+from climb_core.pipeline import cluster, embed
 
 from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from climb_core.pipeline import run_stage
+from climb_core.pipeline.run import run_stage
 from tests.helpers import small_config
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from climb_core import refine
-from climb_core.refine import ClusterEditError
+from climb_core.pipeline import refine
+from climb_core.pipeline.refine import ClusterEditError
 from tests.helpers import assert_invariants, build_refined_workspace, copy_ws, refine_config, snapshot
 
 
@@ -133,7 +133,7 @@ def test_user_labels_survive_merges(ws):
     assert row["auto_label"], "the automatic label is still computed beside the user's"
     # An explicit label wins; the describe stage does not overwrite user labels.
     named = refine.merge_clusters(ws, [merged, _active(ws)[-1]], label="Mixed")
-    from climb_core.describe import run_describe
+    from climb_core.pipeline.describe import run_describe
 
     run_describe(ws, refine_config(), progress=False)
     assert _row(ws, named)["label"] == "Mixed"

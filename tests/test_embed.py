@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from climb_core import embed
+from climb_core.pipeline import embed
 
 from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from climb_core import embed, embed_backends
+from climb_core.pipeline import embed, embed_backends
 
 from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError

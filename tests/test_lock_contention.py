@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from climb_core import describe, ingest, queries, refine
+from climb_core import queries
+
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
+from climb_core.pipeline import describe, ingest, refine
 from climb_core.search import create_search
 from tests.helpers import (assert_invariants, build_domain_workspace, build_refined_workspace, copy_ws,
                            refine_config, search_config, write_demo_slice)

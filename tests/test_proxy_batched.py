@@ -40,7 +40,7 @@ def _data(files, weights):
 
 
 def test_batched_training_matches_sequential(ws, files):
-    from climb_core.tokens import load_tokenizer
+    from climb_core.pipeline.tokens import load_tokenizer
 
     seq_data = [_data(files, w) for w in MIXTURES]
     seq = [_train_gpt(CFG, d, s) for d, s in zip(seq_data, SEEDS)]

@@ -12,7 +12,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from climb_core import embed
+from climb_core.pipeline import embed
 
 from climb_core.catalogue import stages
 from tests.helpers import demo_rows, documents_workspace, embed_config

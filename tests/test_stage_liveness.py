@@ -15,7 +15,7 @@ from climb_core import queries
 
 from climb_core.catalogue import stages
 from climb_core.catalogue.workspace import Workspace
-from climb_core.pipeline import workspace_status
+from climb_core.pipeline.run import workspace_status
 from tests.helpers import demo_rows, documents_workspace, embed_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def test_a_stage_killed_mid_run_reads_interrupted_refuses_a_second_run_while_ali
     kept = len(stages.finished_shards(ws, "embed"))
     assert 1 <= kept < N_DOCS // SHARD
 
-    from climb_core.embed import run_embed
+    from climb_core.pipeline.embed import run_embed
 
     out = run_embed(Workspace.open(ws.root), ws.load_config(), progress=False)
     assert not out.skipped and f"{kept} shard(s) kept" in out.message

@@ -33,8 +33,8 @@ _STAMP_SQL = """
 def _context(job: ProxyJob) -> tuple[list, dict[str, Any]]:
     from climb_core.catalogue import stages
     from climb_core.catalogue.workspace import Workspace
+    from climb_core.pipeline.tokens import cluster_token_files, load_tokenizer, tokenizer_hash
     from climb_core.targets import load_targets
-    from climb_core.tokens import cluster_token_files, load_tokenizer, tokenizer_hash
 
     root = str(job.workspace)
     if root not in _WORKSPACES:

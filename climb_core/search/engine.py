@@ -93,7 +93,7 @@ def cluster_prior(ws: Workspace) -> tuple[list[int], np.ndarray]:
     Tests monkeypatch this function to pin the prior."""
     has_tokens = ws.scalar("SELECT count(*) FROM token_shards") or 0
     if has_tokens:
-        from climb_core.tokens import token_prior
+        from climb_core.pipeline.tokens import token_prior
 
         ids, prior = token_prior(ws)
         return [int(i) for i in ids], np.asarray(prior, dtype=np.float64)
@@ -104,7 +104,7 @@ def cluster_train_tokens(ws: Workspace, cluster_ids: list[int]) -> list[int] | N
     """Training tokens per cluster (for the repetition cap), or None before the tokens stage."""
     if not (ws.scalar("SELECT count(*) FROM token_shards") or 0):
         return None
-    from climb_core.tokens import cluster_token_files
+    from climb_core.pipeline.tokens import cluster_token_files
 
     n = {int(f.cluster_id): int(f.n_train) for f in cluster_token_files(ws)}
     return [n.get(int(c), 0) for c in cluster_ids]

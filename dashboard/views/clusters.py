@@ -15,7 +15,7 @@ if flash := st.session_state.pop("clusters_flash", None):
 
 def _edit(fn, *args, done: str, **kwargs):
     """Run one edit through the engine's edit API; report its error instead of crashing the page."""
-    from climb_core import refine
+    from climb_core.pipeline import refine
 
     try:
         result = getattr(refine, fn)(ws, *args, **kwargs)
@@ -62,7 +62,7 @@ with a3.popover("Merge selected", disabled=len(selected) < 2):
     if st.button("Merge", key="do_merge"):
         _edit("merge_clusters", selected, label=merge_label or None, done="Merged into cluster {result}")
 if a4.button("Undo last edit"):
-    from climb_core import refine
+    from climb_core.pipeline import refine
 
     try:
         undone = refine.undo(ws)

@@ -96,7 +96,7 @@ with st.form("map_actions"):
     make = a1.form_submit_button("Make a new cluster from the selection", type="primary")
     prune = a2.form_submit_button("Prune the selection", help="Moves the documents into a new cluster and prunes it (undo on Clusters).")
 if make or prune:
-    from climb_core import refine
+    from climb_core.pipeline import refine
 
     try:
         new_id = refine.cluster_from_documents(ws, selected, label=label or None)

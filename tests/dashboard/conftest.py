@@ -1,7 +1,7 @@
 """A small workspace for the dashboard tests.
 
 `build_workspace(root)` uses the real engine (ingest, embed with max_seq_length 128, cluster, refine,
-describe, map on ~300 demo documents plus a hostile one) when `climb_core.pipeline.run_all` and its
+describe, map on ~300 demo documents plus a hostile one) when `climb_core.pipeline.run.run_all` and its
 stage modules import; otherwise `build_synthetic_workspace` fills the catalogue tables directly by SQL
 (TF-IDF, k-means, PCA as stand-ins for embeddings, clusters and UMAP) so the pages can be tested
 while the engine is being written. Both include XSS_TEXT as a document.
@@ -45,7 +45,7 @@ def engine_ready() -> bool:
 def build_real_workspace(root: Path, n_docs: int = 300):
     from climb_core.catalogue.workspace import Workspace
     from climb_core.config import ClimbConfig
-    from climb_core.pipeline import run_all
+    from climb_core.pipeline.run import run_all
 
     root.mkdir(parents=True, exist_ok=True)
     corpus = root.parent / f"{root.name}-corpus.jsonl"

@@ -44,12 +44,12 @@ def load_embeddings_or_none(ws: Workspace):
     with the corpus), or None when the workspace has none covering every document (a pre-clustered
     corpus skips the embed stage)."""
     try:
-        from climb_core.embed import embeddings_available
+        from climb_core.pipeline.embed import embeddings_available
     except ImportError:
         return None
     if not embeddings_available(ws):
         return None
-    from climb_core.embedding_rows import EmbeddingRows
+    from climb_core.pipeline.embedding_rows import EmbeddingRows
 
     return EmbeddingRows(sorted(ws.embeddings_dir.glob("shard-*.npy")))
 

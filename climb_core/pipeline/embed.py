@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from climb_core import embed_backends
+from climb_core.pipeline import embed_backends
 
 from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
@@ -311,7 +311,7 @@ def iter_embedding_shards(ws: Workspace) -> Iterator[tuple[int, np.ndarray]]:
 def embedding_rows(ws: Workspace):
     """The embeddings as an `EmbeddingRows` view: `rows[idx]` reads just those rows into one float32
     array (no per-shard copies to concatenate, so a 200k-row sample costs its own size once)."""
-    from climb_core.embedding_rows import EmbeddingRows
+    from climb_core.pipeline.embedding_rows import EmbeddingRows
 
     paths = _shard_paths(ws)
     _check_rows(ws, paths)

@@ -12,13 +12,13 @@ from climb_core.config import ClimbConfig
 
 # stage -> (module, function); imported on first use so `climb status` does not load torch.
 _STAGE_TARGETS = {
-    "ingest": ("climb_core.ingest", "run_ingest"),
-    "embed": ("climb_core.embed", "run_embed"),
-    "cluster": ("climb_core.cluster", "run_cluster"),
-    "refine": ("climb_core.refine", "run_refine"),
-    "describe": ("climb_core.describe", "run_describe"),
-    "map": ("climb_core.project2d", "run_map"),
-    "tokens": ("climb_core.tokens", "run_tokens"),
+    "ingest": ("climb_core.pipeline.ingest", "run_ingest"),
+    "embed": ("climb_core.pipeline.embed", "run_embed"),
+    "cluster": ("climb_core.pipeline.cluster", "run_cluster"),
+    "refine": ("climb_core.pipeline.refine", "run_refine"),
+    "describe": ("climb_core.pipeline.describe", "run_describe"),
+    "map": ("climb_core.pipeline.map", "run_map"),
+    "tokens": ("climb_core.pipeline.tokens", "run_tokens"),
 }
 
 StageFunction = Callable[..., StageOutcome]

@@ -124,13 +124,13 @@ def assign(X: np.ndarray, centroids: np.ndarray, batch_size: int = 65536) -> tup
 def _sample_rows(ws: Workspace, idx: np.ndarray) -> np.ndarray:
     """Rows `idx` (sorted) of the embeddings, gathered straight into one float32 array: at 1M documents
     the 200k-row fit sample is 0.3 GB, and gathering it in parts then concatenating held it twice."""
-    from climb_core.embed import embedding_rows
+    from climb_core.pipeline.embed import embedding_rows
 
     return embedding_rows(ws)[idx]
 
 
 def _kmeans_clusters(ws: Workspace, config: ClimbConfig, n_docs: int, progress: bool):
-    from climb_core.embed import embedding_dim, iter_embedding_shards
+    from climb_core.pipeline.embed import embedding_dim, iter_embedding_shards
 
     cfg = config.cluster
     rng = np.random.default_rng(cfg.seed)
@@ -171,7 +171,7 @@ def _preset_order(values: list[str]) -> list[str]:
 
 
 def _preset_clusters(ws: Workspace, n_docs: int, progress: bool):
-    from climb_core.embed import embeddings_available, iter_embedding_shards
+    from climb_core.pipeline.embed import embeddings_available, iter_embedding_shards
 
     with ws.connect() as con:
         presets = con.execute("SELECT preset_cluster FROM documents ORDER BY doc_idx").fetchnumpy()["preset_cluster"]
@@ -225,7 +225,7 @@ def preset_cluster_names(ws: Workspace) -> dict[int, str]:
 
 
 def run_cluster(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> StageOutcome:
-    from climb_core.embed import embeddings_available
+    from climb_core.pipeline.embed import embeddings_available
 
     with ws.connect() as con:
         n_docs, n_preset = con.execute("SELECT count(*), count(preset_cluster) FROM documents").fetchone()

@@ -175,13 +175,13 @@ def _insert_cluster(con, row: dict) -> None:
 
 
 def _describe(ws: Workspace, con, config: ClimbConfig | None, ids: list[int], emb=None) -> None:
-    from climb_core.describe import describe_clusters
+    from climb_core.pipeline.describe import describe_clusters
 
     describe_clusters(ws, config or ws.load_config(), ids, con=con, embeddings=emb)
 
 
 def _embeddings(ws: Workspace):
-    from climb_core.describe import load_embeddings_or_none
+    from climb_core.pipeline.describe import load_embeddings_or_none
 
     return load_embeddings_or_none(ws)
 
@@ -274,7 +274,7 @@ def merge_clusters(ws: Workspace, cluster_ids: list[int], label: str | None = No
 
 def _kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     try:
-        from climb_core.cluster import assign, kmeans_fit
+        from climb_core.pipeline.cluster import assign, kmeans_fit
     except ImportError:
         from sklearn.cluster import KMeans
 
@@ -286,7 +286,7 @@ def _kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 def _split_inputs(con, cluster_id: int, k: int, cfg) -> dict:
     """What a split reads: the cluster's documents (with their texts and sampling hash), the other
     clusters holding documents (the keyword background, their texts read later) and the next free id."""
-    from climb_core.describe import catalogue_token
+    from climb_core.pipeline.describe import catalogue_token
 
     _require_state(_clusters(con, [cluster_id]), {"active"}, "split")
     docs = con.execute("""SELECT dc.doc_idx, hash(dc.doc_idx) AS h, d.doc_idx IS NOT NULL AS has_doc, d.text
@@ -302,7 +302,7 @@ def _split_inputs(con, cluster_id: int, k: int, cfg) -> dict:
 def _split_compute(inputs: dict, cluster_id: int, k: int, seed: int, emb, cfg, read_others) -> dict:
     """k-means, the children's centroids, keywords and representatives, with no connection open
     (`read_others(chunk)` reads the other clusters' sampled texts, a short connection each)."""
-    from climb_core.describe import DescribeInputs, compute_keywords, compute_representatives
+    from climb_core.pipeline.describe import DescribeInputs, compute_keywords, compute_representatives
 
     docs = inputs["docs"]
     doc_idx = docs["doc_idx"].to_numpy()
@@ -341,7 +341,7 @@ def split_cluster(ws: Workspace, cluster_id: int, k: int, *, seed: int = 0, sour
     The inputs are read in one short connection, k-means and describing the children run with the
     catalogue closed, and the edit is written in one short transaction, once it has checked that no
     other change came in between (if one did, the split is computed again from the new state)."""
-    from climb_core.describe import STALE_RETRIES, read_texts
+    from climb_core.pipeline.describe import STALE_RETRIES, read_texts
 
     emb = _embeddings(ws)
     if emb is None:
@@ -367,7 +367,7 @@ class _Stale(Exception):
 
 def _write_split(ws: Workspace, cluster_id: int, k: int, seed: int, source: str, emb, cfg,
                  inputs: dict, out: dict, last: bool) -> list[int]:
-    from climb_core.describe import catalogue_token, read_class_texts, write_description
+    from climb_core.pipeline.describe import catalogue_token, read_class_texts, write_description
 
     with _edit(ws, "split", {"cluster_id": cluster_id, "k": k, "seed": seed}, source) as ed:
         con = ed.con

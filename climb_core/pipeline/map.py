@@ -133,7 +133,7 @@ def stratified_sample(labels: np.ndarray, max_points: int, seed: int = 0) -> np.
 
 def _gather(ws: Workspace, rows: np.ndarray) -> np.ndarray:
     """The embeddings of the sorted doc_idx `rows`, gathered into one array (no parts to concatenate)."""
-    from climb_core.embed import embedding_rows
+    from climb_core.pipeline.embed import embedding_rows
 
     return embedding_rows(ws)[rows]
 
@@ -141,7 +141,7 @@ def _gather(ws: Workspace, rows: np.ndarray) -> np.ndarray:
 def _stream_batches(ws: Workspace, idx: np.ndarray, batch_pos: list[np.ndarray]):
     """The embeddings of idx[pos] for each pos in batch_pos (each sorted), one batch in memory at a
     time; a batch may span shards."""
-    from climb_core.embed import iter_embedding_shards
+    from climb_core.pipeline.embed import iter_embedding_shards
 
     shards = iter_embedding_shards(ws)
     start, block = next(shards)
@@ -168,7 +168,7 @@ def current_clusters(ws: Workspace, n_docs: int) -> np.ndarray | None:
 
 
 def run_map(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> StageOutcome:
-    from climb_core.embed import embeddings_available
+    from climb_core.pipeline.embed import embeddings_available
 
     cfg = config.map
     n_docs = ws.table_count("documents")
