@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 from climb_core.config import ProxyConfig, TargetSpec  # noqa: E402
 from perf import emit  # noqa: E402
 from climb_core.pipeline.tokens import eot_id, train_tokenizer  # noqa: E402
+from climb_core.proxy.targets import evaluate_targets, load_targets  # noqa: E402
 from climb_core.proxy.train import MixtureData, train_proxy  # noqa: E402
-from climb_core.targets import evaluate_targets, load_targets  # noqa: E402
 
 
 def domain_token_files(tmp: Path, vocab: int):
@@ -252,7 +252,7 @@ def bench_ngram_round(args, tmp: Path, paths) -> None:
 
 
 def _worker_init(threads: int, init: tuple) -> None:
-    from climb_core.executors import _share_cores
+    from climb_core.proxy.executors import _share_cores
 
     _share_cores(threads)
     _ngram_init(*init)

@@ -20,7 +20,7 @@ from climb_core.config import (ClimbConfig, ConfigError, dump_toml, load_config,
 from climb_core.catalogue.liveness import Interrupted
 from climb_core.catalogue.stages import StageError
 from climb_core.catalogue.workspace import Workspace, WorkspaceError
-from climb_core.targets import parse_target
+from climb_core.proxy.targets import parse_target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -370,7 +370,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from climb_core.export import export_search
+    from climb_core.export.mixture import export_search
 
     ws = _open(args.workspace)
     out = Path(args.out).resolve()
@@ -420,7 +420,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_decontam(args: argparse.Namespace) -> int:
-    from climb_core.decontam import decontaminate, format_report
+    from climb_core.export.decontam import decontaminate, format_report
 
     if not args.target:
         raise CliError("give at least one eval set with --target (e.g. --target arc_easy)")

@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from climb_core import cli
-from climb_core.export import ExportError, export_search
+from climb_core.export.mixture import ExportError, export_search
 from climb_core.search import create_search, run_search
-from climb_core.synthetic import objective
+from climb_core.search.synthetic import objective
 from tests.helpers import build_domain_workspace, search_config
 
 

@@ -130,10 +130,10 @@ def test_search_proposes_the_same_with_and_without_batching(ws):
 
 
 def test_auto_executor_runs_ngram_rounds_on_one_kept_pool(ws, monkeypatch):
-    from climb_core import executors
-    from climb_core.executors import AutoExecutor
+    from climb_core.proxy import executors
+    from climb_core.proxy.executors import AutoExecutor
     from climb_core.proxy.job import run_proxy_job
-    from climb_core.synthetic import objective
+    from climb_core.search.synthetic import objective
 
     ng = ProxyConfig(kind="ngram", tokens=20_000)
     jobs = [ProxyJob(workspace=str(ws.root), search_id="s", run_id=f"n{i}", round=1, cluster_ids=[0, 1, 2, 3, 4],

@@ -1,7 +1,7 @@
 """The search engine on a cheap objective with a known optimum: strategies, resume after kill -9,
 executors, failures, cancel.
 
-Objective (`climb_core.synthetic`): score(w) = -||w - w*||^2 + N(0, 0.002^2) (noise seeded by the
+Objective (`climb_core.search.synthetic`): score(w) = -||w - w*||^2 + N(0, 0.002^2) (noise seeded by the
 run's seed, so a re-run gives the same score), w* a fixed Dirichlet(1) draw over the clusters. The
 workspace (`tests.helpers.build_domain_workspace`) holds the real demo corpus, clustered by its true
 `domain` field split in two (10 clusters), set directly by SQL.
@@ -22,7 +22,7 @@ from climb_core.search import (cancel_search, create_search, list_searches, roun
                                search_report, search_runs)
 from climb_core.catalogue import connections
 from climb_core.catalogue.workspace import Workspace
-from climb_core.synthetic import objective, true_score
+from climb_core.search.synthetic import objective, true_score
 from tests.helpers import build_domain_workspace, search_config, start_search_worker
 
 

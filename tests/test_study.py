@@ -8,7 +8,7 @@ import numpy as np
 
 from climb_core.config import TargetSpec
 from climb_core.search.study import arms, create_study, run_study, study_report
-from climb_core.synthetic import objective, true_score
+from climb_core.search.synthetic import objective, true_score
 from tests.helpers import build_domain_workspace, search_config
 
 CALLS: list[str] = []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from climb_core.config import TargetSpec
-from climb_core.targets import TargetError, evaluate_targets, load_targets
+from climb_core.proxy.targets import TargetError, evaluate_targets, load_targets
 
 # A word-level tokenizer and a unigram "proxy" make every log-likelihood a hand calculation.
 VOCAB = ["<|endoftext|>", "[UNK]", "the", "cat", "sat", "ran", "on", "mat", "dog"]

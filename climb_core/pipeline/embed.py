@@ -187,7 +187,7 @@ def _init_ray(cfg: EmbedConfig):
         if cfg.ray_address:
             ray.init(address=cfg.ray_address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
         else:
-            # Workers get the driver's import path, as in climb_core.executors.RayExecutor.
+            # Workers get the driver's import path, as in climb_core.proxy.executors.RayExecutor.
             import sys
 
             path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))

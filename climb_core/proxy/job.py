@@ -34,7 +34,7 @@ def _context(job: ProxyJob) -> tuple[list, dict[str, Any]]:
     from climb_core.catalogue import stages
     from climb_core.catalogue.workspace import Workspace
     from climb_core.pipeline.tokens import cluster_token_files, load_tokenizer, tokenizer_hash
-    from climb_core.targets import load_targets
+    from climb_core.proxy.targets import load_targets
 
     root = str(job.workspace)
     if root not in _WORKSPACES:
@@ -80,7 +80,7 @@ def run_proxy_job(job: ProxyJob) -> ProxyResult:
 
 def _result(job: ProxyJob, proxy, ctx: dict[str, Any]) -> ProxyResult:
     """A trained proxy scored on the job's targets (wall_s left to the caller)."""
-    from climb_core.targets import evaluate_targets
+    from climb_core.proxy.targets import evaluate_targets
 
     score, scores = evaluate_targets(proxy, ctx["targets"], job.targets)
     if not np.isfinite(score):

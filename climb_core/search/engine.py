@@ -34,7 +34,7 @@ import pandas as pd
 from climb_core.catalogue.liveness import Interrupted, process_start, sigterm_raises
 from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig, config_from_dict
-from climb_core.executors import LocalExecutor
+from climb_core.proxy.executors import LocalExecutor
 from climb_core.search.acquisition import ACQUISITIONS
 from climb_core.search.constraints import ConstraintError, constraints_for
 from climb_core.search.predictors.select import PREDICTORS, warm_imports
@@ -527,8 +527,8 @@ def _prepare_round(ctx: _Context, executor, fn, rnd: int) -> _RoundWork | None:
     job to the executor, so a pool trains groups in parallel and a cancel lets the groups in flight
     finish. Every run is still recorded on its own. A sequential round's first run is marked
     running here, in the same catalogue burst as the proposals (see `Workspace.held`)."""
-    from climb_core.executors import AutoExecutor
     from climb_core.proxy import batched
+    from climb_core.proxy.executors import AutoExecutor
 
     runs = search_runs(ctx.ws, ctx.search_id)
     runs = runs[runs["round"] == rnd]
@@ -606,7 +606,7 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
     'done' runs never are. A search that is running in another live process is refused."""
     from tqdm import tqdm
 
-    from climb_core.executors import make_executor
+    from climb_core.proxy.executors import make_executor
 
     t0 = time.monotonic()
     with ws.held():  # the catalogue work between proxies: one open file, not one per statement

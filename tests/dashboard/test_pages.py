@@ -284,7 +284,7 @@ def test_export_page_runs_an_export(ws, monkeypatch):
 def test_study_page_shows_a_finished_study(ws, monkeypatch):
     from climb_core.config import TargetSpec
     from climb_core.search import create_study, run_study
-    from climb_core.synthetic import objective
+    from climb_core.search.synthetic import objective
 
     cfg = ws.load_config()
     cfg.search.budget = 6

@@ -28,7 +28,7 @@ import numpy as np
 
 from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import TargetSpec
-from climb_core.targets import TargetError, _read_mc, resolve_path, target_name
+from climb_core.proxy.targets import TargetError, _read_mc, resolve_path, target_name
 
 DEFAULT_N = 13
 BATCH_DOCS = 2000
@@ -154,7 +154,7 @@ def _spec(item: str | Path | TargetSpec) -> TargetSpec:
     if isinstance(item, TargetSpec):
         spec = item
     else:
-        from climb_core.targets import parse_target   # the CLI's shorthands: arc_easy, mc:PATH, ...
+        from climb_core.proxy.targets import parse_target   # the CLI's shorthands: arc_easy, mc:PATH, ...
 
         spec = parse_target(str(item))
     if spec.kind != "mc":

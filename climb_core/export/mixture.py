@@ -12,7 +12,7 @@ score on) are left out, and so are training documents whose text is a copy of on
 the export is then still measured on text it has not seen.
 
 The shards (columns text, doc_id, cluster_id, cluster_label) load with
-`datasets.load_dataset("parquet", data_files=...)`; climb_core.export_formats writes the files for
+`datasets.load_dataset("parquet", data_files=...)`; climb_core.export.formats writes the files for
 Megatron-LM, NeMo and the Hugging Face Hub beside them. The folder is built under a temporary name
 and moved into place when complete, so a reader never sees shards of two exports mixed.
 """
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from climb_core import export_formats
+from climb_core.export import formats as export_formats
 
 from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError

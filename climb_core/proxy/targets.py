@@ -33,9 +33,9 @@ from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ConfigError, TargetSpec
 
 # The bundled evaluation sets, named by file stem on the command line (arc_easy, piqa, ...).
-BUNDLED_EVAL = Path(__file__).resolve().parents[1] / "data" / "eval"
+BUNDLED_EVAL = Path(__file__).resolve().parents[2] / "data" / "eval"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MC_METRICS = ("acc", "acc_norm", "loglik")
 TEXT_METRICS = ("neg_bpb",)
 
