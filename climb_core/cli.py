@@ -392,30 +392,30 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import refine
+    from climb_core.pipeline import edits
 
     ws = _open(args.workspace)
     op = args.op
     if op == "rename":
-        refine.rename_cluster(ws, args.cluster, args.label)
+        edits.rename_cluster(ws, args.cluster, args.label)
         _print(f"cluster {args.cluster} renamed to {args.label!r}")
     elif op == "prune":
-        refine.prune_clusters(ws, args.clusters, reason=args.reason)
+        edits.prune_clusters(ws, args.clusters, reason=args.reason)
         _print(f"pruned {args.clusters}")
     elif op == "restore":
-        refine.restore_clusters(ws, args.clusters)
+        edits.restore_clusters(ws, args.clusters)
         _print(f"restored {args.clusters}")
     elif op == "merge":
-        new_id = refine.merge_clusters(ws, args.clusters, label=args.label)
+        new_id = edits.merge_clusters(ws, args.clusters, label=args.label)
         _print(f"merged {args.clusters} into cluster {new_id}")
     elif op == "split":
-        new_ids = refine.split_cluster(ws, args.cluster, args.k, seed=args.seed)
+        new_ids = edits.split_cluster(ws, args.cluster, args.k, seed=args.seed)
         _print(f"split cluster {args.cluster} into {new_ids}")
     elif op == "undo":
-        undone = refine.undo(ws)
+        undone = edits.undo(ws)
         _print("nothing to undo" if undone is None else f"undid edit {undone.get('edit_id')}: {undone.get('op')}")
     elif op == "log":
-        _print(refine.list_edits(ws).to_string(index=False))
+        _print(edits.list_edits(ws).to_string(index=False))
     return 0
 
 

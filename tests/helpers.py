@@ -166,7 +166,7 @@ def build_base_workspace(tmp_path_factory) -> Path:
 def build_refined_workspace(tmp_path_factory) -> Path:
     """The base workspace after run_refine (6 active clusters) and run_describe."""
     from climb_core.pipeline.describe import run_describe
-    from climb_core.pipeline.refine import run_refine
+    from climb_core.pipeline.edits import run_refine
 
     base = build_base_workspace(tmp_path_factory)
 
@@ -196,7 +196,7 @@ def snapshot(ws: Workspace) -> dict[str, list[tuple]]:
 
 
 def assert_invariants(ws: Workspace) -> None:
-    from climb_core.pipeline.refine import cluster_lineage
+    from climb_core.pipeline.edits import cluster_lineage
 
     with ws.connect() as con:
         n_docs = con.execute("SELECT count(*) FROM documents").fetchone()[0]

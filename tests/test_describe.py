@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from climb_core.pipeline import refine
+from climb_core.pipeline import edits
 from climb_core.pipeline.describe import ctfidf_keywords, describe_clusters, run_describe
 from tests.helpers import (assert_invariants, build_base_workspace, build_refined_workspace, copy_ws,
                            refine_config)
@@ -28,7 +28,7 @@ def base_described(tmp_path_factory, tmp_path):
     """The 12 k-means clusters, unmerged, described."""
     ws = copy_ws(build_base_workspace(tmp_path_factory), tmp_path / "base")
     config = refine_config(**{"prune.min_size": 0, "merge.target_clusters": 0})
-    refine.run_refine(ws, config, progress=False)
+    edits.run_refine(ws, config, progress=False)
     run_describe(ws, config, progress=False)
     return ws
 
@@ -95,8 +95,8 @@ def test_without_embeddings_representatives_follow_kmeans_distance(base_describe
 def test_edit_describes_new_cluster_and_stage_reruns(ws):
     config = refine_config()
     assert run_describe(ws, config, progress=False).skipped
-    a, b = refine.active_clusters(ws)["cluster_id"].astype(int).tolist()[:2]
-    new_id = refine.merge_clusters(ws, [a, b], config=config)
+    a, b = edits.active_clusters(ws)["cluster_id"].astype(int).tolist()[:2]
+    new_id = edits.merge_clusters(ws, [a, b], config=config)
     row = ws.query_df("SELECT label, keywords FROM clusters WHERE cluster_id = ?", [new_id]).iloc[0]
     assert row["label"] and len(row["keywords"]) == 10
     # The merged cluster's keywords come from its members' documents.
@@ -106,7 +106,7 @@ def test_edit_describes_new_cluster_and_stage_reruns(ws):
     out = run_describe(ws, config, progress=False)
     assert not out.skipped, "an edit makes the describe stage stale"
     assert run_describe(ws, config, progress=False).skipped
-    refine.undo(ws)
+    edits.undo(ws)
     assert not run_describe(ws, config, progress=False).skipped, "so does an undo"
     assert_invariants(ws)
 

@@ -162,9 +162,9 @@ def test_cluster_edits_and_undo(ws, monkeypatch):
 def test_launch_search_from_the_page(ws, monkeypatch, edited):
     if edited:
         # an edit makes the token files stale: the worker must re-tokenise before creating the search
-        from climb_core.pipeline import refine
+        from climb_core.pipeline import edits
 
-        refine.prune_clusters(ws, [int(queries.cluster_table(ws, ["active"])["cluster_id"].iloc[-1])])
+        edits.prune_clusters(ws, [int(queries.cluster_table(ws, ["active"])["cluster_id"].iloc[-1])])
     at = open_page(ws, "search", monkeypatch)
     widget(at.text_input, "Name").set_value("from the page")
     widget(at.multiselect, "Multiple-choice targets").set_value(["arc_easy"])
