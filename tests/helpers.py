@@ -166,7 +166,7 @@ def build_base_workspace(tmp_path_factory) -> Path:
 def build_refined_workspace(tmp_path_factory) -> Path:
     """The base workspace after run_refine (6 active clusters) and run_describe."""
     from climb_core.pipeline.describe import run_describe
-    from climb_core.pipeline.edits import run_refine
+    from climb_core.pipeline.refine import run_refine
 
     base = build_base_workspace(tmp_path_factory)
 

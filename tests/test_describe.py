@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from climb_core.pipeline import edits
+from climb_core.pipeline import edits, refine
 from climb_core.pipeline.describe import ctfidf_keywords, describe_clusters, run_describe
 from tests.helpers import (assert_invariants, build_base_workspace, build_refined_workspace, copy_ws,
                            refine_config)
@@ -28,7 +28,7 @@ def base_described(tmp_path_factory, tmp_path):
     """The 12 k-means clusters, unmerged, described."""
     ws = copy_ws(build_base_workspace(tmp_path_factory), tmp_path / "base")
     config = refine_config(**{"prune.min_size": 0, "merge.target_clusters": 0})
-    edits.run_refine(ws, config, progress=False)
+    refine.run_refine(ws, config, progress=False)
     run_describe(ws, config, progress=False)
     return ws
 

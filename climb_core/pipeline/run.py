@@ -15,7 +15,7 @@ _STAGE_TARGETS = {
     "ingest": ("climb_core.pipeline.ingest", "run_ingest"),
     "embed": ("climb_core.pipeline.embed", "run_embed"),
     "cluster": ("climb_core.pipeline.cluster", "run_cluster"),
-    "refine": ("climb_core.pipeline.edits", "run_refine"),
+    "refine": ("climb_core.pipeline.refine", "run_refine"),
     "describe": ("climb_core.pipeline.describe", "run_describe"),
     "map": ("climb_core.pipeline.map", "run_map"),
     "tokens": ("climb_core.pipeline.tokens", "run_tokens"),
