@@ -15,11 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from climb_core.config import (ClimbConfig, ConfigError, dump_toml, load_config, reference_markdown,
-                               with_overrides)
 from climb_core.catalogue.liveness import Interrupted
 from climb_core.catalogue.stages import StageError
 from climb_core.catalogue.workspace import Workspace, WorkspaceError
+from climb_core.config import (ClimbConfig, ConfigError, dump_toml, load_config, reference_markdown,
+                               with_overrides)
+from climb_core.pipeline.registry import PIPELINE, STAGES
 from climb_core.proxy.targets import parse_target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -479,27 +480,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, list(STAGE_FLAGS))
     p.set_defaults(fn=cmd_init)
 
-    stage_help = {"ingest": "read the corpus: documents, statistics, quality, rejected records",
-                  "embed": "embed every document (resumable shards)", "cluster": "k-means the embeddings",
-                  "refine": "prune low-quality clusters and merge near-duplicates (resets edits)",
-                  "describe": "keywords, representatives and labels per cluster", "map": "2-D UMAP of the embeddings",
-                  "tokens": "train the tokenizer and tokenise each active cluster"}
-    for stage, help_text in stage_help.items():
-        p = sub.add_parser(stage, help=help_text)
+    for stage in STAGES:
+        p = sub.add_parser(stage.name, help=stage.help)
         p.add_argument("workspace")
-        if stage == "ingest":
+        if stage.name == "ingest":
             p.add_argument("--input", nargs="+", help="input files or folders (replaces ingest.paths)")
         p.add_argument("--force", action="store_true", help="run even if up to date")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-        _add_config_flags(p, [stage])
+        _add_config_flags(p, [stage.name])
         p.set_defaults(fn=cmd_stage)
 
-    p = sub.add_parser("run-all", help="run ingest, embed, cluster, refine, describe, map in order")
+    p = sub.add_parser("run-all", help=f"run {', '.join(PIPELINE)} in order")
     p.add_argument("workspace")
     p.add_argument("--input", nargs="+", help="input files or folders")
     p.add_argument("--force", action="store_true")
     p.add_argument("--quiet", action="store_true")
-    _add_config_flags(p, ["ingest", "embed", "cluster", "refine", "describe", "map"])
+    _add_config_flags(p, PIPELINE)
     p.set_defaults(fn=cmd_run_all)
 
     p = sub.add_parser("status", help="stages, counts and clusters of a workspace")

@@ -78,12 +78,12 @@ def _with_shown_status(stages: pd.DataFrame) -> pd.DataFrame:
 
 def stage_status(ws: Workspace) -> pd.DataFrame:
     """The pipeline's stages in order with their status (pending when never run)."""
-    from climb_core.catalogue.stages import PIPELINE
+    from climb_core.pipeline.registry import STAGE_NAMES
 
     with ws.connect() as con:
         rec = con.execute("SELECT stage, status, finished_at, rows_in, rows_out, message, pid, pid_started FROM stages").df()
     rec = _with_shown_status(rec)
-    order = [*PIPELINE, "tokens"]
+    order = STAGE_NAMES
     base = pd.DataFrame({"stage": order})
     out = base.merge(rec, on="stage", how="left")
     out["status"] = out["status"].fillna("pending")

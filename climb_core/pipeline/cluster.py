@@ -18,6 +18,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
+from climb_core.pipeline.registry import UPSTREAM
 
 STAGE = "cluster"
 BACKENDS = ("auto", "cuml", "faiss", "sklearn")
@@ -238,7 +239,8 @@ def run_cluster(ws: Workspace, config: ClimbConfig, *, force: bool = False, prog
         raise StageError(f"no embeddings covering the {n_docs} documents of {ws.root}{detail}; "
                          f"run `climb embed {ws.root}` first")
     fp = stages.fingerprint(ws, STAGE, config.section_dict("cluster"),
-                            {"n_docs": n_docs, "preset": preset, "embeddings": has_emb})
+                            {"n_docs": n_docs, "preset": preset, "embeddings": has_emb},
+                            upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
     with stages.run_stage(ws, STAGE, config.section_dict("cluster"), fp) as run:

@@ -26,6 +26,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig, DescribeConfig
+from climb_core.pipeline.registry import UPSTREAM
 
 # Words of two or more letters: numbers, years and case citations say little about a topic.
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
@@ -465,7 +466,7 @@ def run_describe(ws: Workspace, config: ClimbConfig, *, force: bool = False, pro
     """Describe every cluster that holds documents (active and pruned), so the dashboard can show why."""
     cfg = config.section_dict("describe")
     # Edits change clusters without changing refine's fingerprint; the edit log's state covers them.
-    fp = stages.fingerprint(ws, "describe", cfg, {"edits": _edit_state(ws)})
+    fp = stages.fingerprint(ws, "describe", cfg, {"edits": _edit_state(ws)}, upstream=UPSTREAM["describe"])
     if not force and stages.is_current(ws, "describe", fp):
         return StageOutcome("describe", skipped=True)
     with ws.connect() as con:

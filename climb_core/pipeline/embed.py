@@ -21,6 +21,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, EmbedConfig
+from climb_core.pipeline.registry import UPSTREAM
 
 STAGE = "embed"
 PACKAGED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -248,7 +249,7 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
         section.pop("backend", None)
     else:
         section["backend"] = backend
-    fp = stages.fingerprint(ws, STAGE, section, {"n_docs": n_docs})
+    fp = stages.fingerprint(ws, STAGE, section, {"n_docs": n_docs}, upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
 

@@ -34,6 +34,7 @@ from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig
 from climb_core.pipeline.corpus import Batch, Record, Source, _derived_id, discover_sources, input_facts, iter_batches
 from climb_core.pipeline.quality import combine_quality, heuristic_quality, load_user_scorer
+from climb_core.pipeline.registry import UPSTREAM
 from climb_core.pipeline.stats import STAT_COLUMNS, batch_stats
 
 STAGE = "ingest"
@@ -399,7 +400,7 @@ def _message(counts: dict[str, int]) -> str:
 def ingest_fingerprint(ws: Workspace, config: ClimbConfig, sources: list[Source]) -> tuple[dict, str]:
     cfg_dict = {**config.section_dict("ingest"), "quality": config.section_dict("quality")}
     cfg_dict.pop("memory_limit", None)  # how much memory DuckDB may use does not change the output
-    return cfg_dict, stages.fingerprint(ws, STAGE, cfg_dict, input_facts(sources))
+    return cfg_dict, stages.fingerprint(ws, STAGE, cfg_dict, input_facts(sources), upstream=UPSTREAM[STAGE])
 
 
 def run_ingest(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> stages.StageOutcome:

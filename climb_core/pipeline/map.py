@@ -18,6 +18,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, MapConfig
+from climb_core.pipeline.registry import UPSTREAM
 
 STAGE = "map"
 BACKENDS = ("auto", "cuml", "umap")
@@ -179,7 +180,8 @@ def run_map(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress
     cluster_rec = stages.stage_record(ws, "cluster")
     # The sample depends on the clusters, which may come from the cluster stage alone (no refine yet).
     fp = stages.fingerprint(ws, STAGE, config.section_dict("map"),
-                            {"n_docs": n_docs, "cluster": cluster_rec.fingerprint if cluster_rec else None})
+                            {"n_docs": n_docs, "cluster": cluster_rec.fingerprint if cluster_rec else None},
+                            upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
     with stages.run_stage(ws, STAGE, config.section_dict("map"), fp) as run:

@@ -14,6 +14,7 @@ from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
 from climb_core.pipeline.edits import is_vector, merge_clusters, prune_with_reasons
+from climb_core.pipeline.registry import UPSTREAM
 
 REFINED_TABLES = ["clusters", "doc_clusters", "cluster_edges", "edits", "edit_cluster_before",
                   "edit_doc_moves", "representatives"]
@@ -83,7 +84,7 @@ def run_refine(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
     from tqdm import tqdm
 
     cfg = {"prune": config.section_dict("prune"), "merge": config.section_dict("merge")}
-    fp = stages.fingerprint(ws, "refine", cfg)
+    fp = stages.fingerprint(ws, "refine", cfg, upstream=UPSTREAM["refine"])
     if not force and stages.is_current(ws, "refine", fp):
         return StageOutcome("refine", skipped=True)
     n_docs = ws.scalar("SELECT count(*) FROM assignments")

@@ -28,6 +28,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
+from climb_core.pipeline.registry import UPSTREAM
 
 STAGE = "tokens"
 EOT = "<|endoftext|>"
@@ -212,7 +213,7 @@ def run_tokens(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
     from tqdm.auto import tqdm
 
     cfg_dict = config.section_dict("tokenizer")
-    fp = stages.fingerprint(ws, STAGE, cfg_dict, _stage_inputs(ws, cfg_dict))
+    fp = stages.fingerprint(ws, STAGE, cfg_dict, _stage_inputs(ws, cfg_dict), upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
     with ws.connect() as con:
@@ -274,7 +275,7 @@ def _require_current(ws: Workspace) -> None:
     # Recomputed with the settings the stage last ran with: a changed cluster state (an edit, a new
     # refine) makes the files stale even if nobody changed a setting.
     cfg_dict = json.loads(rec.config_json)
-    fp = stages.fingerprint(ws, STAGE, cfg_dict, _stage_inputs(ws, cfg_dict))
+    fp = stages.fingerprint(ws, STAGE, cfg_dict, _stage_inputs(ws, cfg_dict), upstream=UPSTREAM[STAGE])
     if fp != rec.fingerprint:
         raise StageError(f"the token files are stale (the clusters changed since they were written); {hint} again")
 
