@@ -394,7 +394,7 @@ def document_text(ws: Workspace, doc_idx: int) -> str | None:
 # ------------------------------------------------------------------------------------ searches
 def searches(ws: Workspace) -> pd.DataFrame:
     """Every search with its progress: proxies finished / planned, best score so far."""
-    from climb_core.search.engine import shown_status
+    from climb_core.search.records import shown_status
 
     with ws.connect() as con:
         df = con.execute("""
@@ -421,7 +421,7 @@ def search_info(ws: Workspace, search_id: str) -> dict[str, Any] | None:
     if df.empty:
         return None
     row = df.iloc[0].to_dict()
-    from climb_core.search.engine import shown_status
+    from climb_core.search.records import shown_status
 
     row["status"] = shown_status(row)
     for key in ("config_json", "target_json", "final_json"):

@@ -238,9 +238,9 @@ def test_batched_records_reach_disk_on_interrupt(ws):
 def test_a_failed_background_write_fails_the_search_and_keeps_earlier_runs(ws, monkeypatch):
     """Runs are written on a background thread; a write that fails there stops the search with that
     error (not a silent loss), and the runs written before it stay on disk."""
-    from climb_core.search import engine
+    from climb_core.search import records
 
-    real, calls = engine._record, []
+    real, calls = records.record_runs, []
 
     def failing_record(*args, **kwargs):
         calls.append(1)
@@ -248,7 +248,7 @@ def test_a_failed_background_write_fails_the_search_and_keeps_earlier_runs(ws, m
             raise OSError("disk full (test)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_record", failing_record)
+    monkeypatch.setattr(records, "record_runs", failing_record)
     sid = create_search(ws, search_config("random", 6, record_every_s=0.0001))
     with pytest.raises(OSError, match="disk full"):
         run_search(ws, sid, objective=objective, progress=False)
