@@ -152,13 +152,13 @@ def test_gpt_windows_agree_with_one_forward_pass():
     import torch
 
     from climb_core.proxy.model import GPT, GPTConfig
-    from climb_core.proxy.train import _gpt_logprobs
+    from climb_core.proxy.train import gpt_logprobs
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
     rng = np.random.default_rng(0)
     short, long = rng.integers(0, 64, 12), rng.integers(0, 64, 40)
-    out = _gpt_logprobs(model, [short, long], 16, "cpu", torch.autocast("cpu", enabled=False))
+    out = gpt_logprobs(model, [short, long], 16, "cpu", torch.autocast("cpu", enabled=False))
     assert [len(o) for o in out] == [11, 39]
     with torch.no_grad():
         def direct(x):

@@ -10,7 +10,7 @@ import pytest
 
 from climb_core.config import ProxyConfig, TargetSpec
 from climb_core.proxy import batched
-from climb_core.proxy.train import MixtureData, _train_gpt
+from climb_core.proxy.train import MixtureData, train_gpt
 from climb_core.proxy.types import ProxyJob, ProxyResult
 # files, ws: test_proxy's tokenised five-domain workspace, shared rather than built a second way.
 from tests.test_proxy import TINY_GPT, _val_docs, files, ws  # noqa: F401
@@ -43,7 +43,7 @@ def test_batched_training_matches_sequential(ws, files):
     from climb_core.pipeline.tokens import load_tokenizer
 
     seq_data = [_data(files, w) for w in MIXTURES]
-    seq = [_train_gpt(CFG, d, s) for d, s in zip(seq_data, SEEDS)]
+    seq = [train_gpt(CFG, d, s) for d, s in zip(seq_data, SEEDS)]
     bat_data = [_data(files, w) for w in MIXTURES]
     bat = batched.train_gpt_batched(CFG, bat_data, SEEDS)
 

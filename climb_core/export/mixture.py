@@ -130,14 +130,14 @@ def _split(ws: Workspace, cluster_ids: list[int], val_fraction: float, seed: int
     """cluster_id, doc_idx, val for every document of `cluster_ids`: the tokens stage's own split."""
     # The same function on the same per-cluster lists (doc_idx order) the stage used, so `val` marks
     # exactly the documents in each cluster's val.bin.
-    from climb_core.pipeline.tokens import _split_val
+    from climb_core.pipeline.tokens import validation_mask
 
     docs = ws.query_df(
         """SELECT c.cluster_id, d.doc_idx, d.doc_id FROM doc_clusters c JOIN documents d USING (doc_idx)
            WHERE c.cluster_id IN (SELECT unnest(?)) ORDER BY c.cluster_id, d.doc_idx""", [cluster_ids])
     val = np.zeros(len(docs), dtype=bool)
     for _, g in docs.groupby("cluster_id", sort=False):
-        val[g.index.to_numpy()] = _split_val(g["doc_id"].astype(str).tolist(), val_fraction, seed)
+        val[g.index.to_numpy()] = validation_mask(g["doc_id"].astype(str).tolist(), val_fraction, seed)
     return pd.DataFrame({"cluster_id": docs["cluster_id"].to_numpy(dtype=np.int64),
                          "doc_idx": docs["doc_idx"].to_numpy(dtype=np.int64), "val": val})
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from climb_core.catalogue import stages
 from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig
-from climb_core.pipeline.corpus import Batch, Record, Source, _derived_id, discover_sources, input_facts, iter_batches
+from climb_core.pipeline.corpus import Batch, Record, Source, derived_id, discover_sources, input_facts, iter_batches
 from climb_core.pipeline.quality import combine_quality, heuristic_quality, load_user_scorer
 from climb_core.pipeline.registry import UPSTREAM
 from climb_core.pipeline.stats import STAT_COLUMNS, batch_stats
@@ -91,7 +91,7 @@ def _qualified_id(src: Source, record: Record, root: Path) -> str | None:
     rel = Path(os.path.relpath(record.source_file, root)).as_posix()
     if src.format == "txt":
         return rel  # a .txt file's id is always its path: there is no id field to read
-    if record.doc_id == _derived_id(record.source_file, record.source_line):
+    if record.doc_id == derived_id(record.source_file, record.source_line):
         return f"{rel}:{record.source_line}"
     return None
 

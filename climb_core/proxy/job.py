@@ -30,7 +30,7 @@ _STAMP_SQL = """
         || '|' || (SELECT count(*) FROM edits) || '|' || (SELECT count(*) FROM token_shards)"""
 
 
-def _context(job: ProxyJob) -> tuple[list, dict[str, Any]]:
+def job_inputs(job: ProxyJob) -> tuple[list, dict[str, Any]]:
     from climb_core.catalogue import stages
     from climb_core.catalogue.workspace import Workspace
     from climb_core.pipeline.tokens import cluster_token_files, load_tokenizer, tokenizer_hash
@@ -69,16 +69,16 @@ def _context(job: ProxyJob) -> tuple[list, dict[str, Any]]:
 
 def run_proxy_job(job: ProxyJob) -> ProxyResult:
     t0 = time.perf_counter()
-    files, ctx = _context(job)
+    files, ctx = job_inputs(job)
     # From here on no DuckDB connection is open: training reads only the memmaps.
     data = MixtureData.from_token_files(files, job.cluster_ids, job.weights, ctx["tokenizer"].get_vocab_size())
     proxy = train_proxy(job.proxy, data, job.seed)
-    result = _result(job, proxy, ctx)
+    result = job_result(job, proxy, ctx)
     result.wall_s = time.perf_counter() - t0
     return result
 
 
-def _result(job: ProxyJob, proxy, ctx: dict[str, Any]) -> ProxyResult:
+def job_result(job: ProxyJob, proxy, ctx: dict[str, Any]) -> ProxyResult:
     """A trained proxy scored on the job's targets (wall_s left to the caller)."""
     from climb_core.proxy.targets import evaluate_targets
 

@@ -93,7 +93,7 @@ def _sample(n: int, max_items: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_items, replace=False))
 
 
-def _read_mc(path: Path) -> list[dict]:
+def read_mc_items(path: Path) -> list[dict]:
     items = []
     with path.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, 1):
@@ -114,7 +114,7 @@ def _read_mc(path: Path) -> list[dict]:
 
 def _mc_target(spec: TargetSpec, tokenizer, eot: int) -> Target:
     path = resolve_path(spec.path)
-    items = _read_mc(path)
+    items = read_mc_items(path)
     if not items:
         raise TargetError(f"{path}: no items")
     items = [items[i] for i in _sample(len(items), spec.max_items)]
