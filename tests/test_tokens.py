@@ -144,7 +144,7 @@ def test_edit_makes_tokens_stale(tokens_ws, copy_workspace):
     from climb_core.pipeline.tokens import cluster_token_files, run_tokens
 
     ws = copy_workspace(tokens_ws)
-    # An edit (as refine.py records it): cluster 4 pruned.
+    # An edit (as the edit API in edits.py records it): cluster 4 pruned.
     with ws.connect() as con:
         con.execute("UPDATE clusters SET state = 'pruned' WHERE cluster_id = 4")
         con.execute("INSERT INTO edits (edit_id, op, summary) VALUES (1, 'prune', 'prune 4')")
