@@ -34,7 +34,7 @@ def main() -> int:
 
     import duckdb
 
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.init(Path(tmp) / "ws")

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from climb_core import stages  # noqa: E402
-from climb_core.embed import shard_name  # noqa: E402
-from climb_core.workspace import Workspace  # noqa: E402
+from climb_core.catalogue import stages  # noqa: E402
+from climb_core.catalogue.workspace import Workspace  # noqa: E402
+from climb_core.pipeline.embed import shard_name  # noqa: E402
 from peak_rss import across_sizes, run_climb  # noqa: E402
 from perf import emit  # noqa: E402
 

@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from climb_core import embed  # noqa: E402
+from climb_core.catalogue.workspace import Workspace  # noqa: E402
 from climb_core.config import ClimbConfig, with_overrides  # noqa: E402
-from climb_core.workspace import Workspace  # noqa: E402
+from climb_core.pipeline import embed  # noqa: E402
 from perf import emit  # noqa: E402
 
 DEMO = REPO / "data" / "demo_corpus.jsonl.gz"
@@ -83,7 +83,7 @@ def final_clusters_nmi(rows: list[dict], backend: str, models_root: Path, k: int
     """(final NMI, base k-means NMI, embed wall s) of the pipeline's clusters against the true domains."""
     from sklearn.metrics import normalized_mutual_info_score
 
-    from climb_core.pipeline import run_stage
+    from climb_core.pipeline.run import run_stage
 
     corpus = tmp / f"pool-{backend}.jsonl"
     # The engine sees id and text only: the true domain stays here.
@@ -108,7 +108,7 @@ def final_clusters_nmi(rows: list[dict], backend: str, models_root: Path, k: int
 
 
 def compare_backends(args) -> int:
-    from climb_core import embed_backends
+    from climb_core.pipeline import embed_backends
 
     if not POOL.exists():
         print(f"--backends needs the pool at {POOL}")

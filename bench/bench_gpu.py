@@ -74,7 +74,7 @@ def bench_embed(texts: list[str], gpu: bool, model: str | None = None) -> np.nda
     from sentence_transformers import SentenceTransformer
 
     if model is None:
-        from climb_core.embed import resolve_model
+        from climb_core.pipeline.embed import resolve_model
 
         model = resolve_model("all-MiniLM-L6-v2")
     path = model
@@ -106,7 +106,7 @@ def replicate(vecs: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 def bench_kmeans(X: np.ndarray, k: int, cuml_ok: bool) -> None:
     from sklearn.metrics import normalized_mutual_info_score
 
-    from climb_core.cluster import assign, kmeans_fit
+    from climb_core.pipeline.cluster import assign, kmeans_fit
 
     cpu_c, cpu_s = timed(lambda: kmeans_fit(X, k, backend="faiss", niter=25))
     gpu_s, extra = None, " (cuML not installed)" if not cuml_ok else ""
@@ -143,8 +143,8 @@ def bench_umap(X: np.ndarray, cuml_ok: bool) -> None:
 
 def bench_proxy(texts: list[str], tokens: int, gpu: bool, tmp: Path) -> None:
     from climb_core.config import ProxyConfig
+    from climb_core.pipeline.tokens import eot_id, token_dtype, train_tokenizer
     from climb_core.proxy.train import MixtureData, train_proxy
-    from climb_core.tokens import eot_id, token_dtype, train_tokenizer
 
     tok = train_tokenizer(texts, 4096, tmp / "tokenizer.json")
     eot = eot_id(tok)

@@ -59,16 +59,16 @@ def child(mode: str, corpus: str, ws_dir: str, batch_size: int) -> None:
         import duckdb  # noqa: F401
         import pandas  # noqa: F401
 
-        from climb_core import ingest  # noqa: F401
+        from climb_core.pipeline import ingest  # noqa: F401
     elif mode == "pandas":
         import pandas as pd
 
         frame = pd.read_json(corpus, lines=True)
         result["rows"] = len(frame)
     elif mode == "ingest":
+        from climb_core.catalogue.workspace import Workspace
         from climb_core.config import ClimbConfig
-        from climb_core.ingest import run_ingest
-        from climb_core.workspace import Workspace
+        from climb_core.pipeline.ingest import run_ingest
 
         config = ClimbConfig()
         config.ingest.paths = [corpus]
@@ -76,10 +76,10 @@ def child(mode: str, corpus: str, ws_dir: str, batch_size: int) -> None:
         ws = Workspace.init(ws_dir, config)
         result["rows"] = run_ingest(ws, config, progress=False).rows_out
     elif mode == "ingest+embed":
+        from climb_core.catalogue.workspace import Workspace
         from climb_core.config import ClimbConfig
-        from climb_core.embed import run_embed
-        from climb_core.ingest import run_ingest
-        from climb_core.workspace import Workspace
+        from climb_core.pipeline.embed import run_embed
+        from climb_core.pipeline.ingest import run_ingest
 
         config = ClimbConfig()
         config.ingest.paths = [corpus]
@@ -92,7 +92,7 @@ def child(mode: str, corpus: str, ws_dir: str, batch_size: int) -> None:
         import pandas as pd
 
         from climb_core.config import EmbedConfig
-        from climb_core.embed import load_encoder
+        from climb_core.pipeline.embed import load_encoder
 
         frame = pd.read_json(corpus, lines=True)
         encoder = load_encoder(EmbedConfig(max_seq_length=128))
@@ -147,9 +147,9 @@ def main() -> int:
 
         if args.embed_docs > 0:
             try:
-                from climb_core.embed import run_embed  # noqa: F401
+                from climb_core.pipeline.embed import run_embed  # noqa: F401
             except ImportError:
-                print("ingest + embed: skipped (climb_core.embed.run_embed not available)")
+                print("ingest + embed: skipped (climb_core.pipeline.embed.run_embed not available)")
                 return 0
             small = tmp / "small.jsonl"
             write_corpus(small, args.embed_docs)

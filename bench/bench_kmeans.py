@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from sklearn.metrics import normalized_mutual_info_score  # noqa: E402
 
-from climb_core import cluster  # noqa: E402
+from climb_core.pipeline import cluster  # noqa: E402
 from perf import emit  # noqa: E402
 
 
@@ -52,8 +52,8 @@ def main() -> int:
 
     truth = None
     if args.workspace:
-        from climb_core.embed import load_embeddings
-        from climb_core.workspace import Workspace
+        from climb_core.catalogue.workspace import Workspace
+        from climb_core.pipeline.embed import load_embeddings
 
         X = np.ascontiguousarray(load_embeddings(Workspace.open(args.workspace))[:args.n])
         what = f"real embeddings of {args.workspace}"

@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 
 def build(root: Path, n: int, dim: int, k: int = 50, shard: int = 50_000, seed: int = 0) -> None:
-    from climb_core.embed import shard_name
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
+    from climb_core.pipeline.embed import shard_name
 
     rng = np.random.default_rng(seed)
     ws = Workspace.init(root)
@@ -46,9 +46,9 @@ def build(root: Path, n: int, dim: int, k: int = 50, shard: int = 50_000, seed: 
 
 
 def child(root: str, fit_sample: int, batch: int) -> None:
-    from climb_core import project2d
+    from climb_core.catalogue.workspace import Workspace
     from climb_core.config import ClimbConfig
-    from climb_core.workspace import Workspace
+    from climb_core.pipeline import map as map_stage
 
     import umap  # noqa: F401 - import cost out of the measured part
     rng = np.random.default_rng(0)
@@ -58,7 +58,7 @@ def child(root: str, fit_sample: int, batch: int) -> None:
     cfg = ClimbConfig()
     cfg.map.fit_sample, cfg.map.transform_batch = fit_sample, batch
     t0 = time.perf_counter()
-    out = project2d.run_map(Workspace.open(root), cfg, force=True, progress=False)
+    out = map_stage.run_map(Workspace.open(root), cfg, force=True, progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_mb": peak, "base_mb": base, "wall_s": time.perf_counter() - t0, "message": out.message}))
 

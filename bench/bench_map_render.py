@@ -67,7 +67,7 @@ DECODED = """async () => {
 
 def build_map_workspace(root: Path, n: int, k: int, seed: int = 0):
     """A workspace with n documents (demo texts repeated) in k clusters with synthetic map coordinates."""
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     rng = np.random.default_rng(seed)
     with gzip.open(REPO / "data" / "demo_corpus.jsonl.gz", "rt", encoding="utf-8") as f:
@@ -159,7 +159,7 @@ def bench_size(p, work: Path, n: int, k: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     if not (root / "climb.duckdb").exists():
         build_map_workspace(root, n, k)
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
     ws = Workspace.open(root)
     print(f"\n== {n:,} map points, {k} clusters (synthetic workspace, {time.perf_counter() - t0:.1f}s to build/open)")
 

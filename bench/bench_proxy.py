@@ -33,9 +33,9 @@ import numpy as np  # noqa: E402
 
 from climb_core.config import ProxyConfig, TargetSpec  # noqa: E402
 from perf import emit  # noqa: E402
+from climb_core.pipeline.tokens import eot_id, train_tokenizer  # noqa: E402
+from climb_core.proxy.targets import evaluate_targets, load_targets  # noqa: E402
 from climb_core.proxy.train import MixtureData, train_proxy  # noqa: E402
-from climb_core.targets import evaluate_targets, load_targets  # noqa: E402
-from climb_core.tokens import eot_id, train_tokenizer  # noqa: E402
 
 
 def domain_token_files(tmp: Path, vocab: int):
@@ -87,7 +87,7 @@ def bench_batched(args, paths, vocab) -> None:
     import torch
 
     from climb_core.proxy.batched import train_gpt_batched
-    from climb_core.proxy.train import _train_gpt
+    from climb_core.proxy.train import train_gpt
 
     over = {k: v for k, v in {"n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head}.items() if v}
     cfg = ProxyConfig(kind="gpt", tokens=args.batch_tokens, device=args.device, threads=args.threads, **over)
@@ -112,7 +112,7 @@ def bench_batched(args, paths, vocab) -> None:
             # loses wall time it did not spend working; with one thread CPU time is the work done.
             t0, c0 = time.perf_counter(), time.process_time()
             for d, s in zip(ds, seeds):
-                _train_gpt(cfg, d, s)
+                train_gpt(cfg, d, s)
             seq_s, seq_c = time.perf_counter() - t0, time.process_time() - c0
             ds = [MixtureData(range(len(paths)), paths, d.weights, "uint16", vocab) for d in ds]
             t0, c0 = time.perf_counter(), time.process_time()
@@ -252,9 +252,9 @@ def bench_ngram_round(args, tmp: Path, paths) -> None:
 
 
 def _worker_init(threads: int, init: tuple) -> None:
-    from climb_core.executors import _share_cores
+    from climb_core.proxy.executors import share_cores
 
-    _share_cores(threads)
+    share_cores(threads)
     _ngram_init(*init)
 
 

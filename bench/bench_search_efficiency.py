@@ -1,6 +1,6 @@
 """Search efficiency: how good a mixture CLIMB, RegMix and random search find for the same number of proxies.
 
-Objective (`climb_core.synthetic`, known optimum): score(w) = -||w - w*||^2 + N(0, 0.002^2) per run,
+Objective (`climb_core.search.synthetic`, known optimum): score(w) = -||w - w*||^2 + N(0, 0.002^2) per run,
 where w* is a fixed non-trivial mixture over C = 10 clusters (Dirichlet(1) draw, seed 123). The clusters and
 their token prior come from the bundled demo corpus (5 domains, each split in two). Every search
 runs through the real engine (`create_search` / `run_search`, local executor, paper settings except
@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from climb_core.config import ClimbConfig  # noqa: E402
 from perf import emit  # noqa: E402
+from climb_core.catalogue.workspace import Workspace  # noqa: E402
 from climb_core.search import create_search, run_search, search_runs  # noqa: E402
-from climb_core.synthetic import N_CLUSTERS, NOISE, objective, true_score, w_star  # noqa: E402
-from climb_core.workspace import Workspace  # noqa: E402
+from climb_core.search.synthetic import N_CLUSTERS, NOISE, objective, true_score, w_star  # noqa: E402
 
 
 def build_workspace(root: Path, split: int = 2) -> Workspace:

@@ -27,8 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from climb_core.catalogue.workspace import Workspace  # noqa: E402
 from climb_core.config import ClimbConfig, TargetSpec, with_overrides  # noqa: E402
-from climb_core.workspace import Workspace  # noqa: E402
 
 POOL = REPO.parent / "shared" / "data" / "pool"
 DOMAINS = ["encyclopedia", "legal", "literature", "news", "political_speech", "reviews",
@@ -78,8 +78,8 @@ def _sample_pool(out_dir: Path, seed: int = 0) -> tuple[Path, dict[str, Path]]:
 
 def build_workspace(cache: Path, progress: bool = True) -> Workspace:
     """The benchmark's workspace, built once under `cache` and reused (delete the folder to rebuild)."""
-    from climb_core.pipeline import run_all
-    from climb_core.tokens import run_tokens
+    from climb_core.pipeline.run import run_all
+    from climb_core.pipeline.tokens import run_tokens
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not POOL.exists():
@@ -114,7 +114,7 @@ def domain_shares(ws: Workspace, cluster_ids: list[int]) -> dict[str, np.ndarray
 
 
 def problem(ws: Workspace, cache: Path, domain: str) -> Problem:
-    from climb_core.tokens import token_prior
+    from climb_core.pipeline.tokens import token_prior
 
     ids, prior = token_prior(ws)
     target = TargetSpec(kind="text", path=str(cache / f"heldout-{domain}.jsonl"), name=f"heldout-{domain}",

@@ -67,7 +67,7 @@ def across_sizes(stage: str, sizes: list[int], work: Path, build, measure, *, ke
     """`measure(ws)` -> (wall_s, peak_mb, summary) of a catalogue `build(folder, n)` made per size
     (or reopened with `reuse`); prints a line per size and removes each catalogue unless `keep`.
     Returns {n: (wall_s, peak_mb)}."""
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     rows = {}
     for n in sizes:

@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from climb_core.catalogue.liveness import Interrupted
+from climb_core.catalogue.stages import StageError
+from climb_core.catalogue.workspace import Workspace, WorkspaceError
 from climb_core.config import (ClimbConfig, ConfigError, dump_toml, load_config, reference_markdown,
                                with_overrides)
-from climb_core.liveness import Interrupted
-from climb_core.stages import StageError
-from climb_core.targets import parse_target
-from climb_core.workspace import Workspace, WorkspaceError
+from climb_core.pipeline.registry import PIPELINE, STAGES
+from climb_core.proxy.targets import parse_target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,7 +184,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import run_stage
+    from climb_core.pipeline.run import run_stage
 
     ws = _open(args.workspace)
     config = _resolve_config(ws, args, [args.command])
@@ -196,7 +197,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_run_all(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import run_all
+    from climb_core.pipeline.run import run_all
 
     ws = Workspace.init(args.workspace) if not (Path(args.workspace) / "climb.duckdb").exists() else _open(args.workspace)
     config = _resolve_config(ws, args, list(STAGE_FLAGS))
@@ -210,7 +211,7 @@ def cmd_run_all(args: argparse.Namespace) -> int:
 
 
 def _print_status(ws: Workspace) -> None:
-    from climb_core.pipeline import workspace_status
+    from climb_core.pipeline.run import workspace_status
 
     st = workspace_status(ws)
     _print(f"\nworkspace {st['workspace']}")
@@ -228,7 +229,7 @@ def _print_status(ws: Workspace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import workspace_status
+    from climb_core.pipeline.run import workspace_status
 
     ws = _open(args.workspace)
     if args.json:
@@ -277,7 +278,7 @@ def _run_config(ws: Workspace, args: argparse.Namespace, kind: str, stages: list
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import run_stage
+    from climb_core.pipeline.run import run_stage
     from climb_core.search import create_search, run_search
 
     ws = _open(args.workspace)
@@ -296,7 +297,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from climb_core.pipeline import run_stage
+    from climb_core.pipeline.run import run_stage
     from climb_core.search.study import create_study, report_markdown, run_study
 
     ws = _open(args.workspace)
@@ -370,7 +371,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from climb_core.export import export_search
+    from climb_core.export.mixture import export_search
 
     ws = _open(args.workspace)
     out = Path(args.out).resolve()
@@ -392,35 +393,35 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from climb_core import refine
+    from climb_core.pipeline import edits
 
     ws = _open(args.workspace)
     op = args.op
     if op == "rename":
-        refine.rename_cluster(ws, args.cluster, args.label)
+        edits.rename_cluster(ws, args.cluster, args.label)
         _print(f"cluster {args.cluster} renamed to {args.label!r}")
     elif op == "prune":
-        refine.prune_clusters(ws, args.clusters, reason=args.reason)
+        edits.prune_clusters(ws, args.clusters, reason=args.reason)
         _print(f"pruned {args.clusters}")
     elif op == "restore":
-        refine.restore_clusters(ws, args.clusters)
+        edits.restore_clusters(ws, args.clusters)
         _print(f"restored {args.clusters}")
     elif op == "merge":
-        new_id = refine.merge_clusters(ws, args.clusters, label=args.label)
+        new_id = edits.merge_clusters(ws, args.clusters, label=args.label)
         _print(f"merged {args.clusters} into cluster {new_id}")
     elif op == "split":
-        new_ids = refine.split_cluster(ws, args.cluster, args.k, seed=args.seed)
+        new_ids = edits.split_cluster(ws, args.cluster, args.k, seed=args.seed)
         _print(f"split cluster {args.cluster} into {new_ids}")
     elif op == "undo":
-        undone = refine.undo(ws)
+        undone = edits.undo(ws)
         _print("nothing to undo" if undone is None else f"undid edit {undone.get('edit_id')}: {undone.get('op')}")
     elif op == "log":
-        _print(refine.list_edits(ws).to_string(index=False))
+        _print(edits.list_edits(ws).to_string(index=False))
     return 0
 
 
 def cmd_decontam(args: argparse.Namespace) -> int:
-    from climb_core.decontam import decontaminate, format_report
+    from climb_core.export.decontam import decontaminate, format_report
 
     if not args.target:
         raise CliError("give at least one eval set with --target (e.g. --target arc_easy)")
@@ -527,27 +528,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, list(STAGE_FLAGS))
     p.set_defaults(fn=cmd_init)
 
-    stage_help = {"ingest": "read the corpus: documents, statistics, quality, rejected records",
-                  "embed": "embed every document (resumable shards)", "cluster": "k-means the embeddings",
-                  "refine": "prune low-quality clusters and merge near-duplicates (resets edits)",
-                  "describe": "keywords, representatives and labels per cluster", "map": "2-D UMAP of the embeddings",
-                  "tokens": "train the tokenizer and tokenise each active cluster"}
-    for stage, help_text in stage_help.items():
-        p = sub.add_parser(stage, help=help_text)
+    for stage in STAGES:
+        p = sub.add_parser(stage.name, help=stage.help)
         p.add_argument("workspace")
-        if stage == "ingest":
+        if stage.name == "ingest":
             p.add_argument("--input", nargs="+", help="input files or folders (replaces ingest.paths)")
         p.add_argument("--force", action="store_true", help="run even if up to date")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-        _add_config_flags(p, [stage])
+        _add_config_flags(p, [stage.name])
         p.set_defaults(fn=cmd_stage)
 
-    p = sub.add_parser("run-all", help="run ingest, embed, cluster, refine, describe, map in order")
+    p = sub.add_parser("run-all", help=f"run {', '.join(PIPELINE)} in order")
     p.add_argument("workspace")
     p.add_argument("--input", nargs="+", help="input files or folders")
     p.add_argument("--force", action="store_true")
     p.add_argument("--quiet", action="store_true")
-    _add_config_flags(p, ["ingest", "embed", "cluster", "refine", "describe", "map"])
+    _add_config_flags(p, PIPELINE)
     p.set_defaults(fn=cmd_run_all)
 
     p = sub.add_parser("status", help="stages, counts and clusters of a workspace")

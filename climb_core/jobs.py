@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from climb_core.liveness import alive, process_start
-from climb_core.workspace import Workspace
+from climb_core.catalogue.liveness import alive, process_start
+from climb_core.catalogue.workspace import Workspace
+from climb_core.pipeline.registry import STAGE_NAMES
 
-STAGES = ["ingest", "embed", "cluster", "refine", "describe", "map", "tokens"]
 _POPENS: dict[int, subprocess.Popen] = {}  # wrappers started by this process, polled so they are reaped
 
 
@@ -170,8 +170,8 @@ def _climb(*args: str) -> list[str]:
 
 def start_stage_job(ws: Workspace, stage: str, force: bool = False) -> str:
     """Run one pipeline stage (or `run-all`) as a background `climb` process."""
-    if stage not in STAGES and stage != "run-all":
-        raise JobError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)} or run-all")
+    if stage not in STAGE_NAMES and stage != "run-all":
+        raise JobError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_NAMES)} or run-all")
     argv = _climb(stage, str(ws.root))
     if force:
         argv.append("--force")

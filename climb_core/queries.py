@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from climb_core.workspace import Workspace
+from climb_core.catalogue.workspace import Workspace
 
 DOC_STAT_COLUMNS = ["n_chars", "n_words", "n_tokens_est", "quality", "quality_heuristic", "quality_user",
                     "symbol_ratio", "digit_ratio", "repeated_line_frac", "dup_ngram_frac"]
@@ -67,7 +67,7 @@ def corpus_overview(ws: Workspace) -> dict[str, Any]:
 
 def _with_shown_status(stages: pd.DataFrame) -> pd.DataFrame:
     """Stage rows with `status` as users should read it (a dead process's `running` is `interrupted`)."""
-    from climb_core.stages import shown_stage_status
+    from climb_core.catalogue.stages import shown_stage_status
 
     out = stages.drop(columns=["pid", "pid_started"])
     # object dtype even for no rows: an empty list would make a float column that "pending" cannot fill.
@@ -78,12 +78,12 @@ def _with_shown_status(stages: pd.DataFrame) -> pd.DataFrame:
 
 def stage_status(ws: Workspace) -> pd.DataFrame:
     """The pipeline's stages in order with their status (pending when never run)."""
-    from climb_core.stages import PIPELINE
+    from climb_core.pipeline.registry import STAGE_NAMES
 
     with ws.connect() as con:
         rec = con.execute("SELECT stage, status, finished_at, rows_in, rows_out, message, pid, pid_started FROM stages").df()
     rec = _with_shown_status(rec)
-    order = [*PIPELINE, "tokens"]
+    order = STAGE_NAMES
     base = pd.DataFrame({"stage": order})
     out = base.merge(rec, on="stage", how="left")
     out["status"] = out["status"].fillna("pending")
@@ -243,7 +243,7 @@ def map_sample(ws: Workspace, budget: int, fields: list[str] | None = None, *, s
     limits the view to a rectangle: a zoomed view is drawn at full resolution once it holds at most
     `budget` points. Columns as `map_points`, plus `cluster_rank`: the cluster's rank by cluster_id
     among all clusters of the catalogue (stable across views, for colours)."""
-    from climb_core.project2d import stratified_sample
+    from climb_core.pipeline.map import stratified_sample
 
     fields = fields or []
     where, params = _map_filter(show_pruned, region)
@@ -394,7 +394,7 @@ def document_text(ws: Workspace, doc_idx: int) -> str | None:
 # ------------------------------------------------------------------------------------ searches
 def searches(ws: Workspace) -> pd.DataFrame:
     """Every search with its progress: proxies finished / planned, best score so far."""
-    from climb_core.search.engine import shown_status
+    from climb_core.search.records import shown_status
 
     with ws.connect() as con:
         df = con.execute("""
@@ -421,7 +421,7 @@ def search_info(ws: Workspace, search_id: str) -> dict[str, Any] | None:
     if df.empty:
         return None
     row = df.iloc[0].to_dict()
-    from climb_core.search.engine import shown_status
+    from climb_core.search.records import shown_status
 
     row["status"] = shown_status(row)
     for key in ("config_json", "target_json", "final_json"):

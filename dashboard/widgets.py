@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from climb_core import queries
-from climb_core.workspace import Workspace, WorkspaceError
+from climb_core.catalogue.workspace import Workspace, WorkspaceError
 from dashboard.map_backdrop import backdrop, colorscale_lut, hex_to_rgb
 
 REPO = Path(__file__).resolve().parents[1]

@@ -48,7 +48,7 @@ def wheels() -> None:
 def minilm_fp16(dest: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from climb_core.embed import resolve_model
+    from climb_core.pipeline.embed import resolve_model
 
     src = Path(resolve_model("all-MiniLM-L6-v2"))
     shutil.rmtree(dest, ignore_errors=True)

@@ -41,8 +41,8 @@ def built_workspace(tmp_path_factory):
     """A workspace built by the real pipeline (ingest .. map) on 400 demo documents, once per session.
 
     Tests that change it must copy it first (`copy_workspace`)."""
-    from climb_core.pipeline import run_all
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
+    from climb_core.pipeline.run import run_all
 
     root = tmp_path_factory.mktemp("built")
     corpus = write_demo_slice(root / "corpus.jsonl", 400)
@@ -58,7 +58,7 @@ def copy_workspace(tmp_path):
     """Copy a workspace folder so a test can change it without touching the shared one."""
     import shutil
 
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     def _copy(ws):
         dest = tmp_path / "ws-copy"

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, with_overrides
-from climb_core.workspace import Workspace
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -165,8 +165,8 @@ def build_base_workspace(tmp_path_factory) -> Path:
 
 def build_refined_workspace(tmp_path_factory) -> Path:
     """The base workspace after run_refine (6 active clusters) and run_describe."""
-    from climb_core.describe import run_describe
-    from climb_core.refine import run_refine
+    from climb_core.pipeline.describe import run_describe
+    from climb_core.pipeline.refine import run_refine
 
     base = build_base_workspace(tmp_path_factory)
 
@@ -196,7 +196,7 @@ def snapshot(ws: Workspace) -> dict[str, list[tuple]]:
 
 
 def assert_invariants(ws: Workspace) -> None:
-    from climb_core.refine import cluster_lineage
+    from climb_core.pipeline.edits import cluster_lineage
 
     with ws.connect() as con:
         n_docs = con.execute("SELECT count(*) FROM documents").fetchone()[0]
@@ -281,7 +281,7 @@ def start_search_worker(ws: Workspace, search_id: str, calls: Path, sleep_s: flo
     repo = tests.parent
     env = {**os.environ, "CLIMB_TEST_CALLS": str(calls), "CLIMB_TEST_SLEEP": str(sleep_s)}
     code = (f"import sys; sys.path[:0] = [{str(tests)!r}, {str(repo)!r}]\n"
-            "from climb_core.workspace import Workspace\nfrom climb_core.search import run_search\n"
+            "from climb_core.catalogue.workspace import Workspace\nfrom climb_core.search import run_search\n"
             "from test_search import slow_counting_objective\n"
             f"run_search(Workspace.open({str(ws.root)!r}), {search_id!r}, objective=slow_counting_objective, progress=False)\n")
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(repo))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from climb_core import cli
-from climb_core.workspace import Workspace
+from climb_core.catalogue.workspace import Workspace
 
 
 def test_init_writes_config_with_flags(tmp_path, capsys, demo_corpus):

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from climb_core import cluster, embed, stages
-from climb_core.stages import StageError
-from climb_core.workspace import Workspace
+from climb_core.pipeline import cluster, embed
+
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError
+from climb_core.catalogue.workspace import Workspace
 from tests.helpers import demo_rows, documents_workspace, embed_config
 
 N_DOCS = 240

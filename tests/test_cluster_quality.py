@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from climb_core.pipeline import run_stage
+from climb_core.pipeline.run import run_stage
 from tests.helpers import small_config
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
@@ -27,7 +27,7 @@ def purity(labels, truth) -> float:
 
 @pytest.fixture(scope="module")
 def pool_workspace(shared_data, tmp_path_factory):
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     rng = random.Random(0)
     rows = []

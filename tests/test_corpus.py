@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from climb_core.config import IngestConfig
-from climb_core.corpus import (CorpusError, Record, Rejected, discover_sources, input_facts, iter_batches,
+from climb_core.pipeline.corpus import (CorpusError, Record, Rejected, discover_sources, input_facts, iter_batches,
                                iter_records, make_record)
 from tests.helpers import DATA
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from climb_core import cli
-from climb_core.decontam import decontaminate, words
-from climb_core.targets import REPO_ROOT
+from climb_core.export.decontam import decontaminate, words
+from climb_core.proxy.targets import REPO_ROOT
 from tests.helpers import build_domain_workspace
 
 ARC = REPO_ROOT / "data" / "eval" / "arc_easy.jsonl"
@@ -112,7 +112,7 @@ def test_cli_rejects_text_targets(leaky_ws, capsys):
 
 
 def test_ngrams_do_not_straddle_documents_in_a_batch():
-    from climb_core.decontam import _Hasher
+    from climb_core.export.decontam import _Hasher
 
     h = _Hasher(3)
     a, b = words("one two three four"), words("Five, six! seven")

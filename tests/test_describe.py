@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from climb_core import refine
-from climb_core.describe import ctfidf_keywords, describe_clusters, run_describe
+from climb_core.pipeline import edits, refine
+from climb_core.pipeline.describe import ctfidf_keywords, describe_clusters, run_describe
 from tests.helpers import (assert_invariants, build_base_workspace, build_refined_workspace, copy_ws,
                            refine_config)
 
@@ -62,7 +62,7 @@ def test_labels_come_from_keywords_and_stop_words_are_gone(base_described):
 
 
 def test_representatives_are_the_nearest_documents(base_described):
-    from climb_core.describe import load_embeddings_or_none
+    from climb_core.pipeline.describe import load_embeddings_or_none
 
     ws = base_described
     emb = load_embeddings_or_none(ws)
@@ -95,8 +95,8 @@ def test_without_embeddings_representatives_follow_kmeans_distance(base_describe
 def test_edit_describes_new_cluster_and_stage_reruns(ws):
     config = refine_config()
     assert run_describe(ws, config, progress=False).skipped
-    a, b = refine.active_clusters(ws)["cluster_id"].astype(int).tolist()[:2]
-    new_id = refine.merge_clusters(ws, [a, b], config=config)
+    a, b = edits.active_clusters(ws)["cluster_id"].astype(int).tolist()[:2]
+    new_id = edits.merge_clusters(ws, [a, b], config=config)
     row = ws.query_df("SELECT label, keywords FROM clusters WHERE cluster_id = ?", [new_id]).iloc[0]
     assert row["label"] and len(row["keywords"]) == 10
     # The merged cluster's keywords come from its members' documents.
@@ -106,7 +106,7 @@ def test_edit_describes_new_cluster_and_stage_reruns(ws):
     out = run_describe(ws, config, progress=False)
     assert not out.skipped, "an edit makes the describe stage stale"
     assert run_describe(ws, config, progress=False).skipped
-    refine.undo(ws)
+    edits.undo(ws)
     assert not run_describe(ws, config, progress=False).skipped, "so does an undo"
     assert_invariants(ws)
 
@@ -124,7 +124,7 @@ def test_streamed_counts_equal_the_per_class_counts(ws, max_docs, rows):
     """The describe stage's one-pass term counts (small batches, in doc_idx order) are the same
     class-by-term matrix as vectorising each class's joined sample, with a sample that takes every
     document and with one that takes 5 per class."""
-    from climb_core import describe
+    from climb_core.pipeline import describe
 
     with ws.connect() as con:
         class_ids = describe._doc_holding_ids(con)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from climb_core import embed, stages
-from climb_core.stages import StageError
-from climb_core.workspace import Workspace
+from climb_core.pipeline import embed
+
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError
+from climb_core.catalogue.workspace import Workspace
 from tests.helpers import demo_rows, documents_workspace, embed_config
 
 N_DOCS = 150

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from climb_core import embed, embed_backends, stages
-from climb_core.stages import StageError
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError
+from climb_core.pipeline import embed, embed_backends
+from climb_core.pipeline.registry import UPSTREAM
 from tests.helpers import demo_rows, documents_workspace, embed_config
 
 pytest.importorskip("onnxruntime")
@@ -176,7 +178,7 @@ def test_torch_fingerprint_is_unchanged_by_the_new_key(tmp_path):
     ws = documents_workspace(tmp_path / "ws", rows, config)
     section = {k: v for k, v in config.section_dict("embed").items() if k not in embed.RUN_ONLY_KEYS}
     old_section = {k: v for k, v in section.items() if k != "backend"}
-    old_fp = stages.fingerprint(ws, "embed", old_section, {"n_docs": 4})
+    old_fp = stages.fingerprint(ws, "embed", old_section, {"n_docs": 4}, upstream=UPSTREAM["embed"])
     embed.run_embed(ws, config, progress=False)
     assert stages.stage_record(ws, "embed").fingerprint == old_fp
 

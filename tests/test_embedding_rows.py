@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from climb_core.embedding_rows import EmbeddingRows
+from climb_core.pipeline.embedding_rows import EmbeddingRows
 
 
 def test_rows_across_shards_equal_the_concatenated_matrix(tmp_path):

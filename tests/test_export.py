@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from climb_core import cli
-from climb_core.export import ExportError, export_search
+from climb_core.export.mixture import ExportError, export_search
 from climb_core.search import create_search, run_search
-from climb_core.synthetic import objective
+from climb_core.search.synthetic import objective
 from tests.helpers import build_domain_workspace, search_config
 
 
@@ -25,7 +25,7 @@ SPREAD_RUN = "hand-spread"
 def build_searched(root: Path):
     """The domain workspace with token files (val_fraction 0.1), a finished 4-run random search, and
     one more finished run of that search with the SPREAD weights (export it with which=SPREAD_RUN)."""
-    from climb_core.tokens import run_tokens
+    from climb_core.pipeline.tokens import run_tokens
     from tests.test_tokens import token_config
 
     ws = build_domain_workspace(root)
@@ -70,7 +70,7 @@ def test_export_final_mixture(searched, tmp_path):
 def test_shares_match_weights_in_real_tokens(searched, tmp_path):
     """Each cluster's share of the exported tokens, counted with the workspace tokenizer (a document's
     tokens plus its end-of-text, as the token files the search sampled from), is its searched weight."""
-    from climb_core.tokens import cluster_token_files, load_tokenizer
+    from climb_core.pipeline.tokens import cluster_token_files, load_tokenizer
 
     ws, sid = searched
     out = tmp_path / "shares"
@@ -100,7 +100,7 @@ def test_shares_match_weights_in_real_tokens(searched, tmp_path):
 
 def _held_out_texts(ws) -> set[str]:
     """Every cluster's validation documents, decoded from its val.bin: the text `cluster:ID` targets score."""
-    from climb_core.tokens import cluster_token_files, eot_id, load_tokenizer
+    from climb_core.pipeline.tokens import cluster_token_files, eot_id, load_tokenizer
 
     tok = load_tokenizer(ws)
     eot = eot_id(tok)
@@ -223,7 +223,7 @@ def test_documents_flagged_by_decontam_are_not_exported(tmp_path):
     """`climb decontam --drop` records benchmark-overlapping documents; export leaves them out."""
     import shutil
 
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     src, sid = build_searched(tmp_path / "src")
     root = tmp_path / "ws"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from climb_core.export import export_search
-from climb_core.export_formats import parse_formats
+from climb_core.export.formats import parse_formats
+from climb_core.export.mixture import export_search
 from tests.test_export import SPREAD_RUN, build_searched
 
 

@@ -30,7 +30,7 @@ def _bundle_module():
 def test_fp16_minilm_embeds_like_the_packaged_model(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from climb_core.embed import resolve_model
+    from climb_core.pipeline.embed import resolve_model
 
     dest = tmp_path / "minilm-fp16"
     _bundle_module().minilm_fp16(dest)

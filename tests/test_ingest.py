@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from climb_core import ingest
+from climb_core.catalogue.stages import StageError, finished_shards, stage_record
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.quality import ScorerError
-from climb_core.stages import StageError, finished_shards, stage_record
-from climb_core.workspace import Workspace
+from climb_core.pipeline import ingest
+from climb_core.pipeline.quality import ScorerError
 from tests.helpers import write_demo_slice
 
 DOC_COLS = "doc_idx, doc_id, text, source_file, source_line, text_hash, preset_cluster, meta_json"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from climb_core import ingest
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.workspace import Workspace
+from climb_core.pipeline import ingest
 from tests.helpers import demo_rows
 
 

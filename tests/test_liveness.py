@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from climb_core.liveness import alive, process_start
+from climb_core.catalogue.liveness import alive, process_start
 from climb_core.search import create_search, run_search, search_runs, summarize
 from tests.helpers import build_domain_workspace, search_config, start_search_worker
 
@@ -36,7 +36,7 @@ def ws(tmp_path_factory):
 
 
 def test_a_search_whose_pid_was_reused_reads_interrupted_and_resumes(ws):
-    from climb_core.synthetic import objective
+    from climb_core.search.synthetic import objective
 
     sid = create_search(ws, search_config("random", 4))
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -69,7 +69,7 @@ def test_sigterm_marks_the_search_interrupted_and_it_resumes(ws, tmp_path):
     runs = search_runs(ws, sid)
     assert (runs["status"] == "running").sum() == 0       # the run in flight went back to the queue
     n_done = int((runs["status"] == "done").sum())
-    from climb_core.synthetic import objective
+    from climb_core.search.synthetic import objective
 
     s = run_search(ws, sid, objective=objective, progress=False)
     assert s.status == "done" and s.n_done == 12 and n_done >= 3

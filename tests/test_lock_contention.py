@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from climb_core import describe, ingest, queries, refine
+from climb_core import queries
+
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
+from climb_core.pipeline import describe, edits, ingest
 from climb_core.search import create_search
-from climb_core.workspace import Workspace
 from tests.helpers import (assert_invariants, build_domain_workspace, build_refined_workspace, copy_ws,
                            refine_config, search_config, write_demo_slice)
 
@@ -43,7 +45,7 @@ def test_dashboard_reads_while_search_worker_writes(tmp_path):
     env = {**os.environ, "CLIMB_TEST_SLEEP": "0.05"}
     env.pop("CLIMB_TEST_CALLS", None)
     code = (f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(REPO)!r}]\n"
-            "from climb_core.workspace import Workspace\nfrom climb_core.search import run_search\n"
+            "from climb_core.catalogue.workspace import Workspace\nfrom climb_core.search import run_search\n"
             "from test_search import slow_counting_objective\n"
             f"s = run_search(Workspace.open({str(ws.root)!r}), {sid!r}, objective=slow_counting_objective, progress=False)\n"
             "print('SEARCH', s.status, s.n_done, s.n_runs)\n")
@@ -91,7 +93,7 @@ def test_dashboard_reads_while_search_worker_writes(tmp_path):
 @pytest.fixture
 def open_connections(monkeypatch):
     """A list whose length is the number of catalogue connections open right now (in this process)."""
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     opened: list[int] = []
     real = Workspace.connect
@@ -137,10 +139,10 @@ def test_describe_computes_keywords_with_the_catalogue_closed(refined, monkeypat
 
 def test_split_runs_kmeans_and_describe_with_the_catalogue_closed(refined, monkeypatch, open_connections):
     seen: list[int] = []
-    _spy(monkeypatch, refine, "_kmeans_labels", open_connections, seen)
+    _spy(monkeypatch, edits, "_kmeans_labels", open_connections, seen)
     _spy(monkeypatch, describe, "compute_keywords", open_connections, seen)
-    cid = refine.active_clusters(refined)["cluster_id"].astype(int).tolist()[0]
-    children = refine.split_cluster(refined, cid, 3, seed=0, config=refine_config())
+    cid = edits.active_clusters(refined)["cluster_id"].astype(int).tolist()[0]
+    children = edits.split_cluster(refined, cid, 3, seed=0, config=refine_config())
     assert seen == [0, 0]
     assert len(children) == 3
     assert_invariants(refined)
@@ -148,27 +150,27 @@ def test_split_runs_kmeans_and_describe_with_the_catalogue_closed(refined, monke
 
 def test_split_computed_on_a_stale_state_is_computed_again(refined, monkeypatch):
     """An edit landing between a split's read and its write makes the split start over from the new state."""
-    a, b, c = refine.active_clusters(refined)["cluster_id"].astype(int).tolist()[:3]
-    real = refine._split_compute
+    a, b, c = edits.active_clusters(refined)["cluster_id"].astype(int).tolist()[:3]
+    real = edits._split_compute
     calls = []
 
     def compute_then_rename(*args, **kwargs):
         out = real(*args, **kwargs)
         if not calls:
-            refine.rename_cluster(refined, b, "renamed meanwhile")  # another process's edit
+            edits.rename_cluster(refined, b, "renamed meanwhile")  # another process's edit
         calls.append(1)
         return out
 
-    monkeypatch.setattr(refine, "_split_compute", compute_then_rename)
-    children = refine.split_cluster(refined, a, 2, seed=0, config=refine_config())
+    monkeypatch.setattr(edits, "_split_compute", compute_then_rename)
+    children = edits.split_cluster(refined, a, 2, seed=0, config=refine_config())
     assert len(calls) == 2
-    edits = refine.list_edits(refined)
-    assert edits["op"].tolist()[-2:] == ["rename", "split"]
+    log = edits.list_edits(refined)
+    assert log["op"].tolist()[-2:] == ["rename", "split"]
     assert refined.scalar("SELECT label FROM clusters WHERE cluster_id = ?", [b]) == "renamed meanwhile"
     assert refined.scalar("SELECT count(*) FROM clusters WHERE cluster_id IN (SELECT unnest(?::INTEGER[]))",
                           [children]) == 2
     assert_invariants(refined)
-    refine.undo(refined)
+    edits.undo(refined)
     assert refined.scalar("SELECT state FROM clusters WHERE cluster_id = ?", [a]) == "active"
 
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from climb_core import ingest
+from climb_core.catalogue.stages import StageError
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.near_dup import find_near_duplicates, shingles
-from climb_core.stages import StageError
-from climb_core.workspace import Workspace
+from climb_core.pipeline import ingest
+from climb_core.pipeline.near_dup import find_near_duplicates, shingles
 from tests.helpers import demo_rows
 
 N_DOCS = 80

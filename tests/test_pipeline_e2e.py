@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 
 from climb_core import cli
-from climb_core.pipeline import planned_stages, run_all, workspace_status
+from climb_core.pipeline.run import planned_stages, run_all, workspace_status
 
 
 def test_every_stage_finished(built_workspace):

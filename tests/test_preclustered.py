@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from climb_core.pipeline import planned_stages, run_all, workspace_status
-from climb_core.workspace import Workspace
+from climb_core.catalogue.workspace import Workspace
+from climb_core.pipeline.run import planned_stages, run_all, workspace_status
 from tests.helpers import small_config, write_demo_slice
 
 

@@ -18,7 +18,7 @@ TINY_GPT = dict(kind="gpt", n_layer=2, n_head=2, n_embd=64, block_size=64, batch
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    from climb_core.tokens import run_tokens
+    from climb_core.pipeline.tokens import run_tokens
 
     ws = make_domain_workspace(tmp_path_factory.mktemp("proxy") / "ws", per_domain=40)
     run_tokens(ws, token_config(), progress=False)
@@ -27,7 +27,7 @@ def ws(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def files(ws):
-    from climb_core.tokens import cluster_token_files
+    from climb_core.pipeline.tokens import cluster_token_files
 
     return cluster_token_files(ws)
 
@@ -109,7 +109,7 @@ def test_mixture_rejects_bad_weights(files):
 def test_ngram_prefers_its_own_domain(files, ws):
     """Trained only on legal text, the n-gram predicts held-out legal text better than one trained
     only on literature, and the other way round."""
-    from climb_core.tokens import load_tokenizer
+    from climb_core.pipeline.tokens import load_tokenizer
 
     eot = load_tokenizer(ws).token_to_id("<|endoftext|>")
     legal, lit = files[1], files[2]
@@ -127,7 +127,7 @@ def test_ngram_prefers_its_own_domain(files, ws):
 
 
 def test_gpt_loss_falls_and_prefers_its_domain(files, ws):
-    from climb_core.tokens import load_tokenizer
+    from climb_core.pipeline.tokens import load_tokenizer
 
     eot = load_tokenizer(ws).token_to_id("<|endoftext|>")
     legal, lit = files[1], files[2]
@@ -152,13 +152,13 @@ def test_gpt_windows_agree_with_one_forward_pass():
     import torch
 
     from climb_core.proxy.model import GPT, GPTConfig
-    from climb_core.proxy.train import _gpt_logprobs
+    from climb_core.proxy.train import gpt_logprobs
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
     rng = np.random.default_rng(0)
     short, long = rng.integers(0, 64, 12), rng.integers(0, 64, 40)
-    out = _gpt_logprobs(model, [short, long], 16, "cpu", torch.autocast("cpu", enabled=False))
+    out = gpt_logprobs(model, [short, long], 16, "cpu", torch.autocast("cpu", enabled=False))
     assert [len(o) for o in out] == [11, 39]
     with torch.no_grad():
         def direct(x):

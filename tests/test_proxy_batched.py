@@ -10,7 +10,7 @@ import pytest
 
 from climb_core.config import ProxyConfig, TargetSpec
 from climb_core.proxy import batched
-from climb_core.proxy.train import MixtureData, _train_gpt
+from climb_core.proxy.train import MixtureData, train_gpt
 from climb_core.proxy.types import ProxyJob, ProxyResult
 # files, ws: test_proxy's tokenised five-domain workspace, shared rather than built a second way.
 from tests.test_proxy import TINY_GPT, _val_docs, files, ws  # noqa: F401
@@ -40,10 +40,10 @@ def _data(files, weights):
 
 
 def test_batched_training_matches_sequential(ws, files):
-    from climb_core.tokens import load_tokenizer
+    from climb_core.pipeline.tokens import load_tokenizer
 
     seq_data = [_data(files, w) for w in MIXTURES]
-    seq = [_train_gpt(CFG, d, s) for d, s in zip(seq_data, SEEDS)]
+    seq = [train_gpt(CFG, d, s) for d, s in zip(seq_data, SEEDS)]
     bat_data = [_data(files, w) for w in MIXTURES]
     bat = batched.train_gpt_batched(CFG, bat_data, SEEDS)
 
@@ -132,9 +132,9 @@ def test_search_proposes_the_same_with_and_without_batching(ws):
 def test_auto_executor_runs_ngram_rounds_on_one_kept_pool(ws, monkeypatch):
     import os
 
-    from climb_core.executors import AutoExecutor
+    from climb_core.proxy.executors import AutoExecutor
     from climb_core.proxy.job import run_proxy_job
-    from climb_core.synthetic import objective
+    from climb_core.search.synthetic import objective
 
     ng = ProxyConfig(kind="ngram", tokens=20_000)
     jobs = [ProxyJob(workspace=str(ws.root), search_id="s", run_id=f"n{i}", round=1, cluster_ids=[0, 1, 2, 3, 4],

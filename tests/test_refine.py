@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from climb_core.workspace import Workspace
+from climb_core.catalogue.workspace import Workspace
 from tests.helpers import K_BASE, assert_invariants, build_base_workspace, copy_ws, refine_config
 
 
@@ -34,7 +34,8 @@ def _base_sizes(ws: Workspace) -> pd.DataFrame:
 
 
 def test_run_refine_prunes_by_size_and_quality_and_merges_to_target(base_ws):
-    from climb_core.refine import list_edits, run_refine
+    from climb_core.pipeline.edits import list_edits
+    from climb_core.pipeline.refine import run_refine
 
     ws = base_ws
     sizes = _base_sizes(ws)
@@ -68,7 +69,8 @@ def test_run_refine_prunes_by_size_and_quality_and_merges_to_target(base_ws):
 
 
 def test_merged_clusters_hold_exactly_their_members_documents(base_ws):
-    from climb_core.refine import cluster_lineage, run_refine
+    from climb_core.pipeline.edits import cluster_lineage
+    from climb_core.pipeline.refine import run_refine
 
     ws = base_ws
     run_refine(ws, refine_config(**{"merge.target_clusters": 4}), progress=False)
@@ -93,7 +95,7 @@ def test_merged_clusters_hold_exactly_their_members_documents(base_ws):
 
 
 def test_merge_centroid_is_size_weighted_mean_renormalised(base_ws):
-    from climb_core.refine import run_refine
+    from climb_core.pipeline.refine import run_refine
 
     ws = base_ws
     run_refine(ws, refine_config(**{"merge.target_clusters": 4}), progress=False)
@@ -107,7 +109,7 @@ def test_merge_centroid_is_size_weighted_mean_renormalised(base_ws):
 
 
 def test_distance_threshold_cut(base_ws):
-    from climb_core.refine import run_refine
+    from climb_core.pipeline.refine import run_refine
 
     ws = base_ws
     run_refine(ws, refine_config(**{"merge.distance_threshold": 100.0}), progress=False)
@@ -118,7 +120,8 @@ def test_distance_threshold_cut(base_ws):
 
 
 def test_no_prune_no_merge_is_the_kmeans_state(base_ws):
-    from climb_core.refine import list_edits, run_refine, undo
+    from climb_core.pipeline.edits import list_edits, undo
+    from climb_core.pipeline.refine import run_refine
 
     ws = base_ws
     out = run_refine(ws, refine_config(**{"prune.min_size": 0, "merge.target_clusters": 0}), progress=False)
@@ -132,7 +135,8 @@ def test_no_prune_no_merge_is_the_kmeans_state(base_ws):
 
 
 def test_rerun_skips_and_force_resets_user_edits(base_ws):
-    from climb_core.refine import active_clusters, list_edits, rename_cluster, run_refine
+    from climb_core.pipeline.edits import active_clusters, list_edits, rename_cluster
+    from climb_core.pipeline.refine import run_refine
 
     ws = base_ws
     config = refine_config()
@@ -148,7 +152,8 @@ def test_rerun_skips_and_force_resets_user_edits(base_ws):
 
 
 def test_undo_of_automatic_merge_restores_members(base_ws):
-    from climb_core.refine import list_edits, run_refine, undo
+    from climb_core.pipeline.edits import list_edits, undo
+    from climb_core.pipeline.refine import run_refine
 
     ws = base_ws
     run_refine(ws, refine_config(), progress=False)
@@ -173,8 +178,8 @@ def test_undo_of_automatic_merge_restores_members(base_ws):
 
 
 def test_refine_requires_assignments(tmp_path):
-    from climb_core.refine import run_refine
-    from climb_core.stages import StageError
+    from climb_core.catalogue.stages import StageError
+    from climb_core.pipeline.refine import run_refine
 
     ws = Workspace.init(tmp_path / "empty")
     with pytest.raises(StageError, match="climb cluster"):
@@ -182,7 +187,8 @@ def test_refine_requires_assignments(tmp_path):
 
 
 def test_active_clusters_and_lineage_frames(base_ws):
-    from climb_core.refine import active_clusters, cluster_lineage, run_refine
+    from climb_core.pipeline.edits import active_clusters, cluster_lineage
+    from climb_core.pipeline.refine import run_refine
 
     ws = base_ws
     run_refine(ws, refine_config(), progress=False)

@@ -12,7 +12,9 @@ import tempfile
 import numpy as np
 import pytest
 
-from climb_core import embed, stages
+from climb_core.pipeline import embed
+
+from climb_core.catalogue import stages
 from tests.helpers import demo_rows, documents_workspace, embed_config
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 """The search engine on a cheap objective with a known optimum: strategies, resume after kill -9,
 executors, failures, cancel.
 
-Objective (`climb_core.synthetic`): score(w) = -||w - w*||^2 + N(0, 0.002^2) (noise seeded by the
+Objective (`climb_core.search.synthetic`): score(w) = -||w - w*||^2 + N(0, 0.002^2) (noise seeded by the
 run's seed, so a re-run gives the same score), w* a fixed Dirichlet(1) draw over the clusters. The
 workspace (`tests.helpers.build_domain_workspace`) holds the real demo corpus, clustered by its true
 `domain` field split in two (10 clusters), set directly by SQL.
@@ -20,9 +20,9 @@ import pytest
 from climb_core.proxy.types import ProxyResult
 from climb_core.search import (cancel_search, create_search, list_searches, round_sizes, run_search,
                                search_report, search_runs)
-from climb_core.synthetic import objective, true_score
-from climb_core import connections
-from climb_core.workspace import Workspace
+from climb_core.catalogue import connections
+from climb_core.catalogue.workspace import Workspace
+from climb_core.search.synthetic import objective, true_score
 from tests.helpers import build_domain_workspace, search_config, start_search_worker
 
 
@@ -241,9 +241,9 @@ def test_batched_records_reach_disk_on_interrupt(ws):
 def test_a_failed_background_write_fails_the_search_and_keeps_earlier_runs(ws, monkeypatch):
     """Runs are written on a background thread; a write that fails there stops the search with that
     error (not a silent loss), and the runs written before it stay on disk."""
-    from climb_core.search import engine
+    from climb_core.search import records
 
-    real, calls = engine._record, []
+    real, calls = records.record_runs, []
 
     def failing_record(*args, **kwargs):
         calls.append(1)
@@ -251,7 +251,7 @@ def test_a_failed_background_write_fails_the_search_and_keeps_earlier_runs(ws, m
             raise OSError("disk full (test)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_record", failing_record)
+    monkeypatch.setattr(records, "record_runs", failing_record)
     sid = create_search(ws, search_config("random", 6, record_every_s=0.0001))
     with pytest.raises(OSError, match="disk full"):
         run_search(ws, sid, objective=objective, progress=False)

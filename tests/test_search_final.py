@@ -11,7 +11,7 @@ import pytest
 from climb_core.proxy.types import ProxyResult
 from climb_core.search import create_search, run_search, search_report, search_runs
 from climb_core.search.constraints import constraints_for
-from climb_core.synthetic import objective
+from climb_core.search.synthetic import objective
 from tests.helpers import build_domain_workspace, search_config
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from climb_core import queries, stages
-from climb_core.pipeline import workspace_status
-from climb_core.workspace import Workspace
+from climb_core import queries
+
+from climb_core.catalogue import stages
+from climb_core.catalogue.workspace import Workspace
+from climb_core.pipeline.run import workspace_status
 from tests.helpers import demo_rows, documents_workspace, embed_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +80,7 @@ def test_a_stage_killed_mid_run_reads_interrupted_refuses_a_second_run_while_ali
     kept = len(stages.finished_shards(ws, "embed"))
     assert 1 <= kept < N_DOCS // SHARD
 
-    from climb_core.embed import run_embed
+    from climb_core.pipeline.embed import run_embed
 
     out = run_embed(Workspace.open(ws.root), ws.load_config(), progress=False)
     assert not out.skipped and f"{kept} shard(s) kept" in out.message
@@ -103,7 +105,7 @@ def test_sigterm_records_the_stage_interrupted_and_the_cli_says_so(ws):
 def test_a_stage_run_by_a_reused_pid_is_not_busy(ws):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        from climb_core.liveness import process_start
+        from climb_core.catalogue.liveness import process_start
 
         with ws.connect() as con:   # as if the stage's process died and its pid went to `other`
             con.execute("INSERT INTO stages (stage, status, config_json, fingerprint, started_at, pid, pid_started) "

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from climb_core.quality import RULES, ScorerError, combine_quality, heuristic_quality, load_user_scorer, rule_passes
-from climb_core.stats import STAT_COLUMNS, batch_stats, document_stats
+from climb_core.pipeline.quality import RULES, ScorerError, combine_quality, heuristic_quality, load_user_scorer, rule_passes
+from climb_core.pipeline.stats import STAT_COLUMNS, batch_stats, document_stats
 from tests.helpers import DATA
 
 

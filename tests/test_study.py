@@ -9,7 +9,7 @@ import pytest
 
 from climb_core.config import TargetSpec
 from climb_core.search.study import arms, compare_finals, create_study, run_study, study_report
-from climb_core.synthetic import objective, true_score
+from climb_core.search.synthetic import objective, true_score
 from tests.helpers import build_domain_workspace, search_config
 
 CALLS: list[str] = []

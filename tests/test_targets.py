@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from climb_core.config import TargetSpec
-from climb_core.targets import TargetError, evaluate_targets, load_targets
+from climb_core.proxy.targets import TargetError, evaluate_targets, load_targets
 
 # A word-level tokenizer and a unigram "proxy" make every log-likelihood a hand calculation.
 VOCAB = ["<|endoftext|>", "[UNK]", "the", "cat", "sat", "ran", "on", "mat", "dog"]
@@ -105,7 +105,7 @@ def test_malformed_items_name_file_and_line(tmp_path):
 def test_real_tokenizer_keeps_context_as_prefix_and_query_targets(tmp_path):
     """With the byte-level BPE, contexts tokenise to a prefix of context + continuation, and a
     'query:' target scores exactly the matching documents' bytes."""
-    from climb_core.tokens import load_tokenizer, run_tokens
+    from climb_core.pipeline.tokens import load_tokenizer, run_tokens
     from tests.test_tokens import make_domain_workspace, token_config
 
     ws = make_domain_workspace(tmp_path / "ws", per_domain=15)

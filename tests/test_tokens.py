@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from climb_core.catalogue.stages import StageError
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, with_overrides
-from climb_core.stages import StageError
-from climb_core.workspace import Workspace
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo_corpus.jsonl.gz"
 DOMAINS = ["encyclopedia", "legal", "literature", "political_speech", "science_abstracts"]
@@ -51,7 +51,7 @@ def make_domain_workspace(root: Path, per_domain: int = 50) -> Workspace:
 
 @pytest.fixture(scope="module")
 def tokens_ws(tmp_path_factory):
-    from climb_core.tokens import run_tokens
+    from climb_core.pipeline.tokens import run_tokens
 
     ws = make_domain_workspace(tmp_path_factory.mktemp("tok") / "ws")
     run_tokens(ws, token_config(), progress=False)
@@ -59,7 +59,7 @@ def tokens_ws(tmp_path_factory):
 
 
 def test_tokenizer_round_trips_text(tmp_path):
-    from climb_core.tokens import EOT, eot_id, train_tokenizer
+    from climb_core.pipeline.tokens import EOT, eot_id, train_tokenizer
 
     with gzip.open(DEMO, "rt", encoding="utf-8") as fh:
         texts = [json.loads(next(fh))["text"] for _ in range(100)]
@@ -76,7 +76,7 @@ def test_tokenizer_round_trips_text(tmp_path):
 
 
 def test_token_files_match_catalogue(tokens_ws):
-    from climb_core.tokens import cluster_token_files, load_tokenizer, token_prior
+    from climb_core.pipeline.tokens import cluster_token_files, load_tokenizer, token_prior
 
     ws = tokens_ws
     files = cluster_token_files(ws)
@@ -104,7 +104,7 @@ def test_token_files_match_catalogue(tokens_ws):
 
 def test_train_and_val_documents_are_disjoint(tokens_ws):
     """Decode the files back to documents: each real document is in exactly one split of its cluster."""
-    from climb_core.tokens import cluster_token_files, load_tokenizer
+    from climb_core.pipeline.tokens import cluster_token_files, load_tokenizer
 
     ws = tokens_ws
     tok = load_tokenizer(ws)
@@ -122,8 +122,8 @@ def test_train_and_val_documents_are_disjoint(tokens_ws):
 
 
 def test_rerun_skips_and_resume_is_per_cluster(tokens_ws, copy_workspace):
-    from climb_core import stages
-    from climb_core.tokens import cluster_token_files, run_tokens
+    from climb_core.catalogue import stages
+    from climb_core.pipeline.tokens import cluster_token_files, run_tokens
 
     assert run_tokens(tokens_ws, token_config(), progress=False).skipped
     ws = copy_workspace(tokens_ws)
@@ -141,10 +141,10 @@ def test_rerun_skips_and_resume_is_per_cluster(tokens_ws, copy_workspace):
 
 
 def test_edit_makes_tokens_stale(tokens_ws, copy_workspace):
-    from climb_core.tokens import cluster_token_files, run_tokens
+    from climb_core.pipeline.tokens import cluster_token_files, run_tokens
 
     ws = copy_workspace(tokens_ws)
-    # An edit (as refine.py records it): cluster 4 pruned.
+    # An edit (as the edit API in edits.py records it): cluster 4 pruned.
     with ws.connect() as con:
         con.execute("UPDATE clusters SET state = 'pruned' WHERE cluster_id = 4")
         con.execute("INSERT INTO edits (edit_id, op, summary) VALUES (1, 'prune', 'prune 4')")
@@ -159,7 +159,7 @@ def test_edit_makes_tokens_stale(tokens_ws, copy_workspace):
 
 
 def test_missing_tokens_is_a_clear_error(tmp_path):
-    from climb_core.tokens import cluster_token_files
+    from climb_core.pipeline.tokens import cluster_token_files
 
     ws = Workspace.init(tmp_path / "empty")
     with pytest.raises(StageError, match="climb tokens"):

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from climb_core import connections
-from climb_core import workspace as wsmod
-from climb_core.workspace import Workspace, WorkspaceError
+from climb_core.catalogue import connections
+from climb_core.catalogue import workspace as wsmod
+from climb_core.catalogue.workspace import Workspace, WorkspaceError
 
 
 def test_new_workspace_has_the_current_schema(tmp_path):

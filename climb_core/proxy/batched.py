@@ -1,7 +1,7 @@
 """Several GPT proxies of one size trained together: one stacked model, one optimiser step for all.
 
 Each proxy keeps everything that makes it *that* proxy: its parameters are initialised under its own
-`torch.manual_seed(seed)` by the same `GPT(...)` constructor as `train._train_gpt`, and its windows
+`torch.manual_seed(seed)` by the same `GPT(...)` constructor as `train.train_gpt`, and its windows
 are drawn by its own `np.random.default_rng(seed)` through `MixtureData.sample_windows`, step by
 step, exactly as the one-at-a-time loop draws them. Only the arithmetic is shared: the P models'
 weights are stacked on a leading axis and every linear layer becomes one `bmm`. The losses are
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from climb_core.config import ProxyConfig
-from climb_core.proxy.train import MixtureData, ProxyError, TrainedProxy, _gpt_logprobs, gpt_runtime, lr_schedule
+from climb_core.proxy.train import MixtureData, ProxyError, TrainedProxy, gpt_logprobs, gpt_runtime, lr_schedule
 from climb_core.proxy.types import ProxyJob, ProxyResult
 
 
@@ -92,7 +92,7 @@ def _forward_backward(params: dict, n_layer: int, n_head: int, x, y, autocast):
 
 
 def train_gpt_batched(cfg: ProxyConfig, datas: Sequence[MixtureData], seeds: Sequence[int]) -> list[TrainedProxy]:
-    """`train._train_gpt(cfg, data, seed)` for every (data, seed) pair, trained as one stacked model."""
+    """`train.train_gpt(cfg, data, seed)` for every (data, seed) pair, trained as one stacked model."""
     import torch
 
     from climb_core.proxy.model import GPT, GPTConfig
@@ -164,7 +164,7 @@ def train_gpt_batched(cfg: ProxyConfig, datas: Sequence[MixtureData], seeds: Seq
     tokens_seen = steps * cfg.batch_size * cfg.block_size
 
     def scorer(model):
-        return lambda seqs: _gpt_logprobs(model, seqs, cfg.block_size, device, autocast)
+        return lambda seqs: gpt_logprobs(model, seqs, cfg.block_size, device, autocast)
 
     # The training time is shared: each proxy is charged an equal part, so the runs' wall_s still
     # add up to the time the round cost.
@@ -193,14 +193,14 @@ def run_proxy_group(jobs: Sequence[ProxyJob]) -> list[ProxyResult | BaseExceptio
     A job that cannot start (bad weights, missing clusters) or scores non-finite fails alone; if the
     stacked training itself raises, the group falls back to training its jobs one at a time, so a
     fault there costs time, never another run's result."""
-    from climb_core.proxy.job import _context, _result, run_proxy_job
+    from climb_core.proxy.job import job_inputs, job_result, run_proxy_job
 
     t0 = time.perf_counter()
     out: list[ProxyResult | BaseException | None] = [None] * len(jobs)
     ready = []  # (index, job, data, ctx)
     for i, job in enumerate(jobs):
         try:
-            files, ctx = _context(job)
+            files, ctx = job_inputs(job)
             data = MixtureData.from_token_files(files, job.cluster_ids, job.weights, ctx["tokenizer"].get_vocab_size())
             ready.append((i, job, data, ctx))
         except Exception as err:  # noqa: BLE001 - this job's failure, not the group's
@@ -220,7 +220,7 @@ def run_proxy_group(jobs: Sequence[ProxyJob]) -> list[ProxyResult | BaseExceptio
         for (i, job, _, ctx), proxy in zip(ready, proxies):
             t1 = time.perf_counter()
             try:
-                out[i] = _result(job, proxy, ctx)
+                out[i] = job_result(job, proxy, ctx)
                 out[i].wall_s = setup_s + proxy.train_s + (time.perf_counter() - t1)
             except Exception as err:  # noqa: BLE001
                 out[i] = err

@@ -30,11 +30,11 @@ _STAMP_SQL = """
         || '|' || (SELECT count(*) FROM edits) || '|' || (SELECT count(*) FROM token_shards)"""
 
 
-def _context(job: ProxyJob) -> tuple[list, dict[str, Any]]:
-    from climb_core import stages
-    from climb_core.targets import load_targets
-    from climb_core.tokens import cluster_token_files, load_tokenizer, tokenizer_hash
-    from climb_core.workspace import Workspace
+def job_inputs(job: ProxyJob) -> tuple[list, dict[str, Any]]:
+    from climb_core.catalogue import stages
+    from climb_core.catalogue.workspace import Workspace
+    from climb_core.pipeline.tokens import cluster_token_files, load_tokenizer, tokenizer_hash
+    from climb_core.proxy.targets import load_targets
 
     root = str(job.workspace)
     if root not in _WORKSPACES:
@@ -69,18 +69,18 @@ def _context(job: ProxyJob) -> tuple[list, dict[str, Any]]:
 
 def run_proxy_job(job: ProxyJob) -> ProxyResult:
     t0 = time.perf_counter()
-    files, ctx = _context(job)
+    files, ctx = job_inputs(job)
     # From here on no DuckDB connection is open: training reads only the memmaps.
     data = MixtureData.from_token_files(files, job.cluster_ids, job.weights, ctx["tokenizer"].get_vocab_size())
     proxy = train_proxy(job.proxy, data, job.seed)
-    result = _result(job, proxy, ctx)
+    result = job_result(job, proxy, ctx)
     result.wall_s = time.perf_counter() - t0
     return result
 
 
-def _result(job: ProxyJob, proxy, ctx: dict[str, Any]) -> ProxyResult:
+def job_result(job: ProxyJob, proxy, ctx: dict[str, Any]) -> ProxyResult:
     """A trained proxy scored on the job's targets (wall_s left to the caller)."""
-    from climb_core.targets import evaluate_targets
+    from climb_core.proxy.targets import evaluate_targets
 
     score, scores = evaluate_targets(proxy, ctx["targets"], job.targets)
     if not np.isfinite(score):

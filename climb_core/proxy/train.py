@@ -140,7 +140,7 @@ def train_proxy(cfg: ProxyConfig, data: MixtureData, seed: int) -> TrainedProxy:
     if cfg.kind == "ngram":
         return _train_ngram(cfg, data, seed)
     if cfg.kind == "gpt":
-        return _train_gpt(cfg, data, seed)
+        return train_gpt(cfg, data, seed)
     raise ProxyError(f"proxy.kind = {cfg.kind!r}; expected ngram or gpt")
 
 
@@ -191,7 +191,7 @@ def lr_schedule(cfg: ProxyConfig) -> tuple[int, Callable[[int], float]]:
     return steps, lr_at
 
 
-def _train_gpt(cfg: ProxyConfig, data: MixtureData, seed: int) -> TrainedProxy:
+def train_gpt(cfg: ProxyConfig, data: MixtureData, seed: int) -> TrainedProxy:
     import torch
 
     from climb_core.proxy.model import GPT, GPTConfig
@@ -231,13 +231,13 @@ def _train_gpt(cfg: ProxyConfig, data: MixtureData, seed: int) -> TrainedProxy:
     tokens_seen = steps * cfg.batch_size * cfg.block_size
 
     def score(seqs: list[np.ndarray]) -> list[np.ndarray]:
-        return _gpt_logprobs(model, seqs, cfg.block_size, device, autocast)
+        return gpt_logprobs(model, seqs, cfg.block_size, device, autocast)
 
     return TrainedProxy("gpt", score, curve, data.epochs, tokens_seen, model.num_params(),
                         time.perf_counter() - t0)
 
 
-def _gpt_logprobs(model, seqs: list[np.ndarray], block_size: int, device: str, autocast,
+def gpt_logprobs(model, seqs: list[np.ndarray], block_size: int, device: str, autocast,
                   batch_windows: int = 64) -> list[np.ndarray]:
     """Log-probs of every token after the first, in windows of at most block_size inputs.
 

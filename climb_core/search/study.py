@@ -22,9 +22,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, config_from_dict, with_overrides
-from climb_core.search.engine import SearchError, create_search, jsonable, run_search, search_report, ws_tx
-from climb_core.workspace import Workspace
+from climb_core.search.create import create_search
+from climb_core.search.engine import run_search
+from climb_core.search.records import SearchError, ws_tx
+from climb_core.search.report import jsonable, search_report
 
 FIXED = ("uniform", "natural")
 FINAL_SEED_BASE = 500_000  # far from the seeds searches draw for their proxies

@@ -15,10 +15,10 @@ if flash := st.session_state.pop("clusters_flash", None):
 
 def _edit(fn, *args, done: str, **kwargs):
     """Run one edit through the engine's edit API; report its error instead of crashing the page."""
-    from climb_core import refine
+    from climb_core.pipeline import edits
 
     try:
-        result = getattr(refine, fn)(ws, *args, **kwargs)
+        result = getattr(edits, fn)(ws, *args, **kwargs)
     except Exception as err:  # noqa: BLE001 - ClusterEditError and friends, shown to the user
         st.error(f"{type(err).__name__}: {err}")
         return None
@@ -62,10 +62,10 @@ with a3.popover("Merge selected", disabled=len(selected) < 2):
     if st.button("Merge", key="do_merge"):
         _edit("merge_clusters", selected, label=merge_label or None, done="Merged into cluster {result}")
 if a4.button("Undo last edit"):
-    from climb_core import refine
+    from climb_core.pipeline import edits
 
     try:
-        undone = refine.undo(ws)
+        undone = edits.undo(ws)
     except Exception as err:  # noqa: BLE001
         st.error(f"{type(err).__name__}: {err}")
     else:

@@ -96,12 +96,12 @@ with st.form("map_actions"):
     make = a1.form_submit_button("Make a new cluster from the selection", type="primary")
     prune = a2.form_submit_button("Prune the selection", help="Moves the documents into a new cluster and prunes it (undo on Clusters).")
 if make or prune:
-    from climb_core import refine
+    from climb_core.pipeline import edits
 
     try:
-        new_id = refine.cluster_from_documents(ws, selected, label=label or None)
+        new_id = edits.cluster_from_documents(ws, selected, label=label or None)
         if prune:
-            refine.prune_clusters(ws, [new_id], reason=f"pruned on the map ({len(selected)} documents)")
+            edits.prune_clusters(ws, [new_id], reason=f"pruned on the map ({len(selected)} documents)")
         st.session_state["map_gen"] = gen + 1
         st.session_state["map_flash"] = f"{'Pruned' if prune else 'Created'} cluster {new_id} ({len(selected):,} documents)"
         st.rerun()

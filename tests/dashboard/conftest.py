@@ -1,7 +1,7 @@
 """A small workspace for the dashboard tests.
 
 `build_workspace(root)` uses the real engine (ingest, embed with max_seq_length 128, cluster, refine,
-describe, map on ~300 demo documents plus a hostile one) when `climb_core.pipeline.run_all` and its
+describe, map on ~300 demo documents plus a hostile one) when `climb_core.pipeline.run.run_all` and its
 stage modules import; otherwise `build_synthetic_workspace` fills the catalogue tables directly by SQL
 (TF-IDF, k-means, PCA as stand-ins for embeddings, clusters and UMAP) so the pages can be tested
 while the engine is being written. Both include XSS_TEXT as a document.
@@ -43,9 +43,9 @@ def engine_ready() -> bool:
 
 
 def build_real_workspace(root: Path, n_docs: int = 300):
+    from climb_core.catalogue.workspace import Workspace
     from climb_core.config import ClimbConfig
-    from climb_core.pipeline import run_all
-    from climb_core.workspace import Workspace
+    from climb_core.pipeline.run import run_all
 
     root.mkdir(parents=True, exist_ok=True)
     corpus = root.parent / f"{root.name}-corpus.jsonl"
@@ -103,8 +103,8 @@ def build_synthetic_workspace(root: Path, n_docs: int | None = None, repeat_to: 
     from sklearn.decomposition import PCA, TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
+    from climb_core.catalogue.workspace import Workspace
     from climb_core.config import ClimbConfig
-    from climb_core.workspace import Workspace
 
     rng = np.random.default_rng(seed)
     recs = demo_records(n_docs, seed)
@@ -251,7 +251,7 @@ def template_ws(tmp_path_factory):
 
 @pytest.fixture
 def ws(template_ws, tmp_path):
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     dst = tmp_path / "ws"
     shutil.copytree(template_ws, dst)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from climb_core.workspace import Workspace
+from climb_core.catalogue.workspace import Workspace
 
 pytest.importorskip("streamlit")
 from streamlit import config as st_config  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from climb_core import queries
-from climb_core.workspace import Workspace
+from climb_core.catalogue.workspace import Workspace
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]

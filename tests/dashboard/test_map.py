@@ -81,10 +81,10 @@ def test_lasso_region_is_every_document_inside(ws):
     in_box = set(full["doc_idx"][(x >= box[0]) & (x <= box[1]) & (y >= box[2]) & (y <= box[3])])
     both = queries.map_docs_in_region(ws, lassos=[(tri[:, 0].tolist(), tri[:, 1].tolist())], boxes=[box])
     assert set(both) == expected | in_box
-    from climb_core import refine
+    from climb_core.pipeline import edits
 
     inside_cluster = int(full.set_index("doc_idx").loc[sorted(expected), "cluster_id"].mode()[0])
-    refine.prune_clusters(ws, [inside_cluster], reason="test")
+    edits.prune_clusters(ws, [inside_cluster], reason="test")
     pruned = set(full["doc_idx"][full["cluster_id"] == inside_cluster])
     assert pruned & expected
     unpruned = queries.map_docs_in_region(ws, lassos=[(tri[:, 0].tolist(), tri[:, 1].tolist())], show_pruned=False)
@@ -157,10 +157,10 @@ def test_backdrop_holds_every_point_in_view(ws):
     assert fig.layout.xaxis.range[0] <= full["x"].min() and fig.layout.xaxis.range[1] >= full["x"].max()
     assert fig.layout.yaxis.range[0] <= full["y"].min() and fig.layout.yaxis.range[1] >= full["y"].max()
     # pruned clusters hidden: the backdrop leaves their documents out too
-    from climb_core import refine
+    from climb_core.pipeline import edits
 
     pruned = int(full["cluster_id"].value_counts().index[0])
-    refine.prune_clusters(ws, [pruned], reason="test")
+    edits.prune_clusters(ws, [pruned], reason="test")
     shown = queries.map_view_points(ws, show_pruned=False)
     assert len(shown["x"]) == int((full["cluster_id"] != pruned).sum())
     assert not shown["pruned"].any() and queries.map_view_points(ws)["pruned"].sum() == (full["cluster_id"] == pruned).sum()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from climb_core import jobs, queries
-from climb_core.workspace import Workspace
+from climb_core.catalogue.workspace import Workspace
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -162,9 +162,9 @@ def test_cluster_edits_and_undo(ws, monkeypatch):
 def test_launch_search_from_the_page(ws, monkeypatch, edited):
     if edited:
         # an edit makes the token files stale: the worker must re-tokenise before creating the search
-        from climb_core import refine
+        from climb_core.pipeline import edits
 
-        refine.prune_clusters(ws, [int(queries.cluster_table(ws, ["active"])["cluster_id"].iloc[-1])])
+        edits.prune_clusters(ws, [int(queries.cluster_table(ws, ["active"])["cluster_id"].iloc[-1])])
     at = open_page(ws, "search", monkeypatch)
     widget(at.text_input, "Name").set_value("from the page")
     widget(at.multiselect, "Multiple-choice targets").set_value(["arc_easy"])
@@ -284,7 +284,7 @@ def test_export_page_runs_an_export(ws, monkeypatch):
 def test_study_page_shows_a_finished_study(ws, monkeypatch):
     from climb_core.config import TargetSpec
     from climb_core.search import create_study, run_study
-    from climb_core.synthetic import objective
+    from climb_core.search.synthetic import objective
 
     cfg = ws.load_config()
     cfg.search.budget = 6

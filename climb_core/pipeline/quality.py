@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from climb_core.stages import StageError
+from climb_core.catalogue.stages import StageError
 
 
 @dataclass(frozen=True)

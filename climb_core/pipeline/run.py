@@ -2,64 +2,25 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
+from climb_core.catalogue.stages import StageOutcome, all_stage_records
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.stages import PIPELINE, StageOutcome, all_stage_records
-from climb_core.workspace import Workspace
-
-# stage -> (module, function); imported on first use so `climb status` does not load torch.
-_STAGE_TARGETS = {
-    "ingest": ("climb_core.ingest", "run_ingest"),
-    "embed": ("climb_core.embed", "run_embed"),
-    "cluster": ("climb_core.cluster", "run_cluster"),
-    "refine": ("climb_core.refine", "run_refine"),
-    "describe": ("climb_core.describe", "run_describe"),
-    "map": ("climb_core.project2d", "run_map"),
-    "tokens": ("climb_core.tokens", "run_tokens"),
-}
-
-StageFunction = Callable[..., StageOutcome]
-
-
-class _LazyStages(dict):
-    def __missing__(self, stage: str) -> StageFunction:
-        if stage not in _STAGE_TARGETS:
-            raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(_STAGE_TARGETS)}")
-        module, name = _STAGE_TARGETS[stage]
-        fn = getattr(importlib.import_module(module), name)
-        self[stage] = fn
-        return fn
-
-    def __contains__(self, stage: object) -> bool:
-        return stage in _STAGE_TARGETS
-
-    def __iter__(self):
-        return iter(_STAGE_TARGETS)
-
-    def __len__(self) -> int:
-        return len(_STAGE_TARGETS)
-
-    def keys(self):  # type: ignore[override]
-        return _STAGE_TARGETS.keys()
-
-
-STAGE_FUNCTIONS: dict[str, StageFunction] = _LazyStages()
-
+from climb_core.pipeline.registry import PIPELINE, STAGE_NAMES, stage_function
 
 def planned_stages(config: ClimbConfig) -> list[str]:
     """The stages run-all performs. A pre-clustered corpus skips embedding and k-means, and so the map."""
     if config.ingest.cluster_field:
-        return ["ingest", "cluster", "refine", "describe"]
+        return [s for s in PIPELINE if s not in ("embed", "map")]
     return list(PIPELINE)
 
 
 def run_stage(ws: Workspace, stage: str, config: ClimbConfig | None = None, *, force: bool = False,
               progress: bool = True) -> StageOutcome:
     config = config or ws.load_config()
-    return STAGE_FUNCTIONS[stage](ws, config, force=force, progress=progress)
+    return stage_function(stage)(ws, config, force=force, progress=progress)
 
 
 def run_all(ws: Workspace, config: ClimbConfig | None = None, *, force: bool = False, progress: bool = True,
@@ -115,7 +76,7 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
     config = ws.load_config()
     records = all_stage_records(ws)
     stages = []
-    for stage in [*planned_stages(config), "tokens"]:
+    for stage in [*planned_stages(config), *(s for s in STAGE_NAMES if s not in PIPELINE)]:
         rec = records.get(stage)
         stages.append({
             "stage": stage,

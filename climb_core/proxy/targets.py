@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ConfigError, TargetSpec
-from climb_core.workspace import Workspace
 
 # The bundled evaluation sets, named by file stem on the command line (arc_easy, piqa, ...).
-BUNDLED_EVAL = Path(__file__).resolve().parents[1] / "data" / "eval"
+BUNDLED_EVAL = Path(__file__).resolve().parents[2] / "data" / "eval"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MC_METRICS = ("acc", "acc_norm", "loglik")
 TEXT_METRICS = ("neg_bpb",)
 
@@ -93,7 +93,7 @@ def _sample(n: int, max_items: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_items, replace=False))
 
 
-def _read_mc(path: Path) -> list[dict]:
+def read_mc_items(path: Path) -> list[dict]:
     items = []
     with path.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, 1):
@@ -114,7 +114,7 @@ def _read_mc(path: Path) -> list[dict]:
 
 def _mc_target(spec: TargetSpec, tokenizer, eot: int) -> Target:
     path = resolve_path(spec.path)
-    items = _read_mc(path)
+    items = read_mc_items(path)
     if not items:
         raise TargetError(f"{path}: no items")
     items = [items[i] for i in _sample(len(items), spec.max_items)]
@@ -148,7 +148,7 @@ def _text_docs(ws: Workspace | None, spec: TargetSpec, tokenizer, eot: int) -> t
     """Token sequences (each [EOT, doc...]) and their total UTF-8 bytes."""
     src = spec.path
     if src.startswith("cluster:"):
-        from climb_core.tokens import cluster_token_files
+        from climb_core.pipeline.tokens import cluster_token_files
 
         if ws is None:
             raise TargetError("a 'cluster:' target needs a workspace")
@@ -210,7 +210,7 @@ def _query_texts(ws, predicate: str) -> list[str]:
 
 def load_targets(ws: Workspace | None, specs: list[TargetSpec], tokenizer) -> list[Target]:
     """Tokenise every target component once (a search scores many proxies on the same tokens)."""
-    from climb_core.tokens import eot_id
+    from climb_core.pipeline.tokens import eot_id
 
     eot = eot_id(tokenizer)
     out = []

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from climb_core import stages
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError, StageOutcome
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace
+from climb_core.pipeline.registry import UPSTREAM
 
 STAGE = "tokens"
 EOT = "<|endoftext|>"
@@ -151,7 +152,7 @@ def _stage_inputs(ws: Workspace, tok_cfg: dict[str, Any]) -> dict[str, Any]:
             "tokenizer_file": tokenizer_hash(user_tok) if tok_cfg.get("path") and user_tok.is_file() else None}
 
 
-def _split_val(doc_ids: list[str], val_fraction: float, seed: int) -> np.ndarray:
+def validation_mask(doc_ids: list[str], val_fraction: float, seed: int) -> np.ndarray:
     """Deterministic per-document split (stable under edits that move documents between clusters)."""
     u = np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{d}".encode(), digest_size=8).digest(), "little")
                   for d in doc_ids], dtype=np.float64) / 2.0 ** 64
@@ -172,7 +173,7 @@ def _tokenise_cluster(ws: Workspace, tok, eot: int, dtype: str, cluster_id: int,
             "SELECT d.doc_idx, d.doc_id FROM doc_clusters c JOIN documents d USING (doc_idx) "
             "WHERE c.cluster_id = ? ORDER BY d.doc_idx", [cluster_id]).fetchall()
     doc_idx = np.array([r[0] for r in ids], dtype=np.int64)
-    is_val = _split_val([r[1] for r in ids], val_fraction, seed)
+    is_val = validation_mask([r[1] for r in ids], val_fraction, seed)
     paths = {s: out_dir / f"cluster-{cluster_id}.{s}.bin" for s in ("train", "val")}
     tmp = {s: p.with_suffix(".bin.tmp") for s, p in paths.items()}
     counts = {"train": [0, 0], "val": [0, 0]}
@@ -212,7 +213,7 @@ def run_tokens(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
     from tqdm.auto import tqdm
 
     cfg_dict = config.section_dict("tokenizer")
-    fp = stages.fingerprint(ws, STAGE, cfg_dict, _stage_inputs(ws, cfg_dict))
+    fp = stages.fingerprint(ws, STAGE, cfg_dict, _stage_inputs(ws, cfg_dict), upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
     with ws.connect() as con:
@@ -274,7 +275,7 @@ def _require_current(ws: Workspace) -> None:
     # Recomputed with the settings the stage last ran with: a changed cluster state (an edit, a new
     # refine) makes the files stale even if nobody changed a setting.
     cfg_dict = json.loads(rec.config_json)
-    fp = stages.fingerprint(ws, STAGE, cfg_dict, _stage_inputs(ws, cfg_dict))
+    fp = stages.fingerprint(ws, STAGE, cfg_dict, _stage_inputs(ws, cfg_dict), upstream=UPSTREAM[STAGE])
     if fp != rec.fingerprint:
         raise StageError(f"the token files are stale (the clusters changed since they were written); {hint} again")
 

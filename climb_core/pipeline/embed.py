@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from climb_core import embed_backends, stages
+from climb_core.pipeline import embed_backends
+
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError, StageOutcome
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, EmbedConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace
+from climb_core.pipeline.registry import UPSTREAM
 
 STAGE = "embed"
 PACKAGED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -185,7 +188,7 @@ def _init_ray(cfg: EmbedConfig):
         if cfg.ray_address:
             ray.init(address=cfg.ray_address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
         else:
-            # Workers get the driver's import path, as in climb_core.executors.RayExecutor.
+            # Workers get the driver's import path, as in climb_core.proxy.executors.RayExecutor.
             import sys
 
             path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
@@ -246,7 +249,7 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
         section.pop("backend", None)
     else:
         section["backend"] = backend
-    fp = stages.fingerprint(ws, STAGE, section, {"n_docs": n_docs})
+    fp = stages.fingerprint(ws, STAGE, section, {"n_docs": n_docs}, upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
 
@@ -309,7 +312,7 @@ def iter_embedding_shards(ws: Workspace) -> Iterator[tuple[int, np.ndarray]]:
 def embedding_rows(ws: Workspace):
     """The embeddings as an `EmbeddingRows` view: `rows[idx]` reads just those rows into one float32
     array (no per-shard copies to concatenate, so a 200k-row sample costs its own size once)."""
-    from climb_core.embedding_rows import EmbeddingRows
+    from climb_core.pipeline.embedding_rows import EmbeddingRows
 
     paths = _shard_paths(ws)
     _check_rows(ws, paths)

@@ -26,8 +26,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from climb_core.catalogue.stages import StageError
 from climb_core.config import IngestConfig
-from climb_core.stages import StageError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -194,7 +194,7 @@ def _meta_json(obj: dict[str, Any], skip: set[str]) -> str | None:
     return out if _encodable(out) else json.dumps(meta, default=str)
 
 
-def _derived_id(source_file: str, line: int) -> str:
+def derived_id(source_file: str, line: int) -> str:
     return f"{Path(source_file).name}:{line}"
 
 
@@ -207,7 +207,7 @@ def make_record(obj: Any, source_file: str, line: int, cfg: IngestConfig,
     doc_id = None if raw_id is None or raw_id == "" else str(raw_id)
     if doc_id is not None and (not _encodable(doc_id) or len(doc_id) > 1000):
         doc_id = None
-    doc_id = doc_id or default_id or _derived_id(source_file, line)
+    doc_id = doc_id or default_id or derived_id(source_file, line)
     if cfg.text_field not in obj:
         fields = ", ".join(map(str, list(obj)[:12])) or "none"
         return Rejected(source_file, line, doc_id, "missing_text", f"no field {cfg.text_field!r} (fields: {fields})")

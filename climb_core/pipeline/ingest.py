@@ -3,7 +3,7 @@
 Each batch of each source is parsed, measured and scored outside any connection, then written to
 scratch tables together with its shard record in one transaction; a killed ingest resumes after the
 last stored batch. When every batch is stored, optional near-duplicate detection (ingest.near_dup,
-climb_core.near_dup) lists records that nearly copy an earlier one; then the finalise step removes
+climb_core.pipeline.near_dup) lists records that nearly copy an earlier one; then the finalise step removes
 exact duplicates (normalised text hash, first occurrence kept) and those near-duplicates, makes
 document ids unique, numbers the documents densely in input order and builds new ingest tables
 beside the old ones in short connections, then swaps them in with one short transaction, so readers
@@ -29,12 +29,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from climb_core import stages
+from climb_core.catalogue import stages
+from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig
-from climb_core.corpus import Batch, Record, Source, _derived_id, discover_sources, input_facts, iter_batches
-from climb_core.quality import combine_quality, heuristic_quality, load_user_scorer
-from climb_core.stats import STAT_COLUMNS, batch_stats
-from climb_core.workspace import Workspace, transaction
+from climb_core.pipeline.corpus import Batch, Record, Source, derived_id, discover_sources, input_facts, iter_batches
+from climb_core.pipeline.quality import combine_quality, heuristic_quality, load_user_scorer
+from climb_core.pipeline.registry import UPSTREAM
+from climb_core.pipeline.stats import STAT_COLUMNS, batch_stats
 
 STAGE = "ingest"
 RAW_DOCS = "ingest_raw"
@@ -90,7 +91,7 @@ def _qualified_id(src: Source, record: Record, root: Path) -> str | None:
     rel = Path(os.path.relpath(record.source_file, root)).as_posix()
     if src.format == "txt":
         return rel  # a .txt file's id is always its path: there is no id field to read
-    if record.doc_id == _derived_id(record.source_file, record.source_line):
+    if record.doc_id == derived_id(record.source_file, record.source_line):
         return f"{rel}:{record.source_line}"
     return None
 
@@ -196,7 +197,7 @@ def _find_near_duplicates(ws: Workspace, cfg, progress: bool) -> int:
     Runs before finalise and reads one batch per short read, so the catalogue's write lock is not
     held while signatures are computed. Exact copies (same text hash) are left to exact dedup.
     """
-    from climb_core.near_dup import find_near_duplicates
+    from climb_core.pipeline.near_dup import find_near_duplicates
 
     with ws.connect() as con:
         batches = con.execute(f"SELECT DISTINCT src_idx, batch_idx FROM {RAW_DOCS} ORDER BY ALL").fetchall()
@@ -399,7 +400,7 @@ def _message(counts: dict[str, int]) -> str:
 def ingest_fingerprint(ws: Workspace, config: ClimbConfig, sources: list[Source]) -> tuple[dict, str]:
     cfg_dict = {**config.section_dict("ingest"), "quality": config.section_dict("quality")}
     cfg_dict.pop("memory_limit", None)  # how much memory DuckDB may use does not change the output
-    return cfg_dict, stages.fingerprint(ws, STAGE, cfg_dict, input_facts(sources))
+    return cfg_dict, stages.fingerprint(ws, STAGE, cfg_dict, input_facts(sources), upstream=UPSTREAM[STAGE])
 
 
 def run_ingest(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> stages.StageOutcome:

@@ -8,8 +8,8 @@ import copy
 import numpy as np
 import pytest
 
-from climb_core import cluster, embed, project2d
 from climb_core.config import MapConfig
+from climb_core.pipeline import cluster, embed, map as map_stage
 from tests.helpers import demo_rows, documents_workspace, embed_config
 
 N_DOCS = 240
@@ -26,7 +26,7 @@ def mapped(tmp_path_factory, rows):
     ws = documents_workspace(tmp_path_factory.mktemp("map") / "ws", rows, config)
     embed.run_embed(ws, config, progress=False)
     cluster.run_cluster(ws, config, progress=False)
-    outcome = project2d.run_map(ws, config, progress=False)
+    outcome = map_stage.run_map(ws, config, progress=False)
     return ws, config, outcome
 
 
@@ -60,8 +60,8 @@ def test_same_domain_is_closer_on_the_map(mapped, rows):
 def test_rerun_is_skipped_and_force_is_deterministic(mapped):
     ws, config, _ = mapped
     first = ws.query_df("SELECT * FROM map_coords ORDER BY doc_idx")
-    assert project2d.run_map(ws, config, progress=False).skipped
-    project2d.run_map(ws, config, force=True, progress=False)  # JIT is warm: a second UMAP is cheap
+    assert map_stage.run_map(ws, config, progress=False).skipped
+    map_stage.run_map(ws, config, force=True, progress=False)  # JIT is warm: a second UMAP is cheap
     np.testing.assert_allclose(ws.query_df("SELECT * FROM map_coords ORDER BY doc_idx").to_numpy(), first.to_numpy())
 
 
@@ -69,7 +69,7 @@ def test_large_corpus_is_sampled_per_cluster(mapped):
     ws, config, _ = mapped
     config = copy.deepcopy(config)
     config.map.max_points = 60
-    outcome = project2d.run_map(ws, config, progress=False)
+    outcome = map_stage.run_map(ws, config, progress=False)
     assert outcome.rows_out == 60 and "stratified" in outcome.message
     df = ws.query_df("SELECT m.doc_idx, a.base_cluster FROM map_coords m JOIN assignments a USING (doc_idx)")
     assert len(df) == 60 and df["doc_idx"].is_unique
@@ -79,44 +79,44 @@ def test_large_corpus_is_sampled_per_cluster(mapped):
 def test_refined_clusters_win_over_kmeans_ones(mapped, tmp_path):
     import shutil
 
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     shutil.copytree(mapped[0].root, tmp_path / "ws")
     ws = Workspace.open(tmp_path / "ws")
-    base = project2d.current_clusters(ws, N_DOCS)
+    base = map_stage.current_clusters(ws, N_DOCS)
     np.testing.assert_array_equal(base, ws.query_df("SELECT base_cluster FROM assignments ORDER BY doc_idx")["base_cluster"])
     with ws.connect() as con:  # what refine writes: each document's current cluster
         con.execute("INSERT INTO doc_clusters SELECT doc_idx, 100 + base_cluster % 2 FROM assignments")
-    assert set(project2d.current_clusters(ws, N_DOCS)) == {100, 101}
+    assert set(map_stage.current_clusters(ws, N_DOCS)) == {100, 101}
 
 
 def test_stratified_sample_keeps_every_cluster():
     labels = np.array([0] * 500 + [1] * 3 + [2] * 1 + [3] * 96)
-    idx = project2d.stratified_sample(labels, 50, seed=0)
+    idx = map_stage.stratified_sample(labels, 50, seed=0)
     assert len(idx) == 50 and len(set(idx)) == 50 and (np.diff(idx) > 0).all()
     counts = np.bincount(labels[idx], minlength=4)
     assert (counts >= 1).all()
     assert counts[0] > counts[3] > counts[1]  # the rest in proportion to size
-    np.testing.assert_array_equal(project2d.stratified_sample(labels, 50, seed=0), idx)
-    assert len(project2d.stratified_sample(labels, 1000)) == len(labels)
+    np.testing.assert_array_equal(map_stage.stratified_sample(labels, 50, seed=0), idx)
+    assert len(map_stage.stratified_sample(labels, 1000)) == len(labels)
     # More clusters than points: one each from the largest.
     many = np.repeat(np.arange(20), np.arange(1, 21))
-    assert len(set(many[project2d.stratified_sample(many, 5)])) == 5
+    assert len(set(many[map_stage.stratified_sample(many, 5)])) == 5
 
 
 def test_tiny_corpus_falls_back_to_pca(mapped):
     X = embed.load_embeddings(mapped[0])[:8]
     cfg = MapConfig(n_neighbors=15)
-    assert project2d.projection_method(len(X), cfg) == "pca"
-    coords = project2d.project(X, cfg)
+    assert map_stage.projection_method(len(X), cfg) == "pca"
+    coords = map_stage.project(X, cfg)
     assert coords.shape == (8, 2) and np.isfinite(coords).all()
-    assert project2d.project(X[:1], cfg).shape == (1, 2)
+    assert map_stage.project(X[:1], cfg).shape == (1, 2)
 
 
 def _copy(ws, tmp_path):
     import shutil
 
-    from climb_core.workspace import Workspace
+    from climb_core.catalogue.workspace import Workspace
 
     shutil.copytree(ws.root, tmp_path / "ws")
     return Workspace.open(tmp_path / "ws")
@@ -127,7 +127,7 @@ def test_fit_on_a_sample_places_every_document(mapped, rows, tmp_path):
     ws = _copy(mapped[0], tmp_path)
     config = copy.deepcopy(mapped[1])
     config.map.fit_sample, config.map.transform_batch = 120, 50
-    outcome = project2d.run_map(ws, config, force=True, progress=False)
+    outcome = map_stage.run_map(ws, config, force=True, progress=False)
     assert outcome.message.startswith("UMAP of 240 of 240 documents (fitted on 120, the other 120 placed")
     assert outcome.rows_out == N_DOCS
     df = ws.query_df("SELECT * FROM map_coords ORDER BY doc_idx")
@@ -144,8 +144,8 @@ def test_a_sample_covering_everything_is_a_plain_fit(mapped, tmp_path):
     ws = _copy(mapped[0], tmp_path)
     config = copy.deepcopy(mapped[1])
     config.map.fit_sample = N_DOCS
-    project2d.run_map(ws, config, force=True, progress=False)
-    direct = project2d.project(embed.load_embeddings(ws), config.map)
+    map_stage.run_map(ws, config, force=True, progress=False)
+    direct = map_stage.project(embed.load_embeddings(ws), config.map)
     np.testing.assert_array_equal(ws.query_df("SELECT x, y FROM map_coords ORDER BY doc_idx").to_numpy(), direct)
 
 
@@ -158,6 +158,6 @@ def test_batches_stream_across_uneven_shards(mapped, tmp_path):
         np.save(ws.embeddings_dir / f"{embed.shard_name(i)}.npy", X[lo:hi])
     idx = np.sort(np.random.default_rng(0).choice(N_DOCS, 150, replace=False))
     batch_pos = np.array_split(np.arange(len(idx)), 7)
-    got = list(project2d._stream_batches(ws, idx, batch_pos))
+    got = list(map_stage._stream_batches(ws, idx, batch_pos))
     assert [len(b) for b in got] == [len(p) for p in batch_pos]
     np.testing.assert_array_equal(np.concatenate(got), X[idx])

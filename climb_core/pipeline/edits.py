@@ -1,10 +1,10 @@
-"""The refine stage (prune, then Ward-merge, the k-means clusters) and the edit API behind it.
+"""The cluster edit API: rename, prune, restore, merge, split, a cluster from chosen documents, undo.
 
-Every change to the refined clusters, the stage's own automatic prunes and merges included, goes
-through one edit function. Each edit is one transaction that appends a row to `edits`, snapshots
-the prior row of every cluster it touches (with its representatives) in `edit_cluster_before`, and
-records each document it moves in `edit_doc_moves`. `undo` replays that record backwards, so any
-edit, automatic or not, can be reverted exactly.
+Every change to the refined clusters, the refine stage's own automatic prunes and merges included,
+goes through one edit function. Each edit is one transaction that appends a row to `edits`,
+snapshots the prior row of every cluster it touches (with its representatives) in
+`edit_cluster_before`, and records each document it moves in `edit_doc_moves`. `undo` replays that
+record backwards, so any edit, automatic or not, can be reverted exactly.
 """
 
 from __future__ import annotations
@@ -18,13 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from climb_core import stages
+from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace, transaction
 
-REFINED_TABLES = ["clusters", "doc_clusters", "cluster_edges", "edits", "edit_cluster_before",
-                  "edit_doc_moves", "representatives"]
 REP_JSON_TYPE = '[{"rank": "INTEGER", "doc_idx": "BIGINT", "distance": "FLOAT"}]'
 
 
@@ -136,7 +132,7 @@ def _refresh_stats(con, ids: list[int]) -> None:
         WHERE clusters.cluster_id = s.cluster_id""", [list(ids)])
 
 
-def _is_vector(v) -> bool:
+def is_vector(v) -> bool:
     """True for a stored list value; pandas gives None, NaN or NA for SQL NULL."""
     return isinstance(v, (list, tuple, np.ndarray)) and len(v) > 0
 
@@ -175,13 +171,13 @@ def _insert_cluster(con, row: dict) -> None:
 
 
 def _describe(ws: Workspace, con, config: ClimbConfig | None, ids: list[int], emb=None) -> None:
-    from climb_core.describe import describe_clusters
+    from climb_core.pipeline.describe import describe_clusters
 
     describe_clusters(ws, config or ws.load_config(), ids, con=con, embeddings=emb)
 
 
 def _embeddings(ws: Workspace):
-    from climb_core.describe import load_embeddings_or_none
+    from climb_core.pipeline.describe import load_embeddings_or_none
 
     return load_embeddings_or_none(ws)
 
@@ -199,7 +195,7 @@ def rename_cluster(ws: Workspace, cluster_id: int, label: str, *, source: str = 
         return ed.edit_id
 
 
-def _prune(ws: Workspace, reasons: dict[int, str], source: str) -> int:
+def prune_with_reasons(ws: Workspace, reasons: dict[int, str], source: str) -> int:
     ids = [int(c) for c in reasons]
     if not ids:
         raise ClusterEditError("no clusters given to prune")
@@ -217,7 +213,7 @@ def _prune(ws: Workspace, reasons: dict[int, str], source: str) -> int:
 
 def prune_clusters(ws: Workspace, cluster_ids: list[int], reason: str = "pruned by user", *, source: str = "user") -> int:
     """Mark clusters pruned (left out of the mixture); their documents stay with them, restorable."""
-    return _prune(ws, {int(c): reason for c in dict.fromkeys(cluster_ids)}, source)
+    return prune_with_reasons(ws, {int(c): reason for c in dict.fromkeys(cluster_ids)}, source)
 
 
 def restore_clusters(ws: Workspace, cluster_ids: list[int], *, source: str = "user") -> int:
@@ -253,7 +249,7 @@ def merge_clusters(ws: Workspace, cluster_ids: list[int], label: str | None = No
         if label is None and user_labels:
             label = " + ".join(user_labels)
         centroid = None
-        if rows["centroid"].map(_is_vector).all():
+        if rows["centroid"].map(is_vector).all():
             weights = rows["size_docs"].fillna(0).to_numpy(dtype=np.float64)
             weights = weights if weights.sum() > 0 else np.ones(len(rows))
             centroid = _unit(np.average(np.stack([np.asarray(v, dtype=np.float64) for v in rows["centroid"]]),
@@ -274,7 +270,7 @@ def merge_clusters(ws: Workspace, cluster_ids: list[int], label: str | None = No
 
 def _kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     try:
-        from climb_core.cluster import assign, kmeans_fit
+        from climb_core.pipeline.cluster import assign, kmeans_fit
     except ImportError:
         from sklearn.cluster import KMeans
 
@@ -286,7 +282,7 @@ def _kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 def _split_inputs(con, cluster_id: int, k: int, cfg) -> dict:
     """What a split reads: the cluster's documents (with their texts and sampling hash), the other
     clusters holding documents (the keyword background, their texts read later) and the next free id."""
-    from climb_core.describe import catalogue_token
+    from climb_core.pipeline.describe import catalogue_token
 
     _require_state(_clusters(con, [cluster_id]), {"active"}, "split")
     docs = con.execute("""SELECT dc.doc_idx, hash(dc.doc_idx) AS h, d.doc_idx IS NOT NULL AS has_doc, d.text
@@ -302,7 +298,7 @@ def _split_inputs(con, cluster_id: int, k: int, cfg) -> dict:
 def _split_compute(inputs: dict, cluster_id: int, k: int, seed: int, emb, cfg, read_others) -> dict:
     """k-means, the children's centroids, keywords and representatives, with no connection open
     (`read_others(chunk)` reads the other clusters' sampled texts, a short connection each)."""
-    from climb_core.describe import DescribeInputs, compute_keywords, compute_representatives
+    from climb_core.pipeline.describe import DescribeInputs, compute_keywords, compute_representatives
 
     docs = inputs["docs"]
     doc_idx = docs["doc_idx"].to_numpy()
@@ -341,7 +337,7 @@ def split_cluster(ws: Workspace, cluster_id: int, k: int, *, seed: int = 0, sour
     The inputs are read in one short connection, k-means and describing the children run with the
     catalogue closed, and the edit is written in one short transaction, once it has checked that no
     other change came in between (if one did, the split is computed again from the new state)."""
-    from climb_core.describe import STALE_RETRIES, read_texts
+    from climb_core.pipeline.describe import STALE_RETRIES, read_texts
 
     emb = _embeddings(ws)
     if emb is None:
@@ -367,7 +363,7 @@ class _Stale(Exception):
 
 def _write_split(ws: Workspace, cluster_id: int, k: int, seed: int, source: str, emb, cfg,
                  inputs: dict, out: dict, last: bool) -> list[int]:
-    from climb_core.describe import catalogue_token, read_class_texts, write_description
+    from climb_core.pipeline.describe import catalogue_token, read_class_texts, write_description
 
     with _edit(ws, "split", {"cluster_id": cluster_id, "k": k, "seed": seed}, source) as ed:
         con = ed.con
@@ -476,100 +472,3 @@ def undo(ws: Workspace, *, config: ClimbConfig | None = None) -> dict | None:
         if bare:
             _describe(ws, con, config, bare)
     return {"edit_id": edit_id, "op": row[1], "source": row[2], "summary": row[3]}
-
-
-# ------------------------------------------------------------------------------------ the stage
-def _reset(ws: Workspace) -> None:
-    """One active cluster per base cluster, each document in its k-means cluster, an empty edit log."""
-    with ws.connect() as con:
-        con.begin()
-        for table in REFINED_TABLES:
-            con.execute(f"DELETE FROM {table}")
-        con.execute("INSERT INTO doc_clusters SELECT doc_idx, base_cluster FROM assignments")
-        con.execute("""
-            INSERT INTO clusters BY NAME
-            SELECT b.base_cluster AS cluster_id, 'auto' AS label_source, 'active' AS state,
-                   coalesce(s.n, 0) AS size_docs, coalesce(s.tokens, 0) AS size_tokens, s.quality AS mean_quality,
-                   b.centroid
-            FROM base_clusters b LEFT JOIN (
-                SELECT a.base_cluster, count(*) AS n, coalesce(sum(ds.n_tokens_est), 0) AS tokens, avg(ds.quality) AS quality
-                FROM assignments a LEFT JOIN doc_stats ds USING (doc_idx) GROUP BY a.base_cluster) s USING (base_cluster)
-            ORDER BY b.base_cluster""")
-        # A pre-clustered corpus (e.g. ClimbLab) names its clusters: start from those names, kept
-        # like a curator's labels so describe does not overwrite them.
-        has_names = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() AND table_name = 'preset_cluster_names'").fetchone()[0]
-        if has_names:
-            con.execute("""UPDATE clusters SET label = n.name, label_source = 'user'
-                           FROM preset_cluster_names n WHERE clusters.cluster_id = n.base_cluster""")
-        con.commit()
-
-
-def prune_reasons(clusters: pd.DataFrame, config: ClimbConfig) -> dict[int, str]:
-    """Which clusters the prune rules drop, and why (the rule and the numbers)."""
-    cfg = config.prune
-    reasons: dict[int, str] = {}
-    for cid, size, quality in zip(clusters["cluster_id"], clusters["size_docs"], clusters["mean_quality"]):
-        why = []
-        if size < cfg.min_size:
-            why.append(f"size {int(size)} < min_size {cfg.min_size}")
-        if quality is not None and not np.isnan(quality) and quality < cfg.min_quality:
-            why.append(f"mean quality {quality:.3f} < min_quality {cfg.min_quality}")
-        if why:
-            reasons[int(cid)] = "; ".join(why)
-    return reasons
-
-
-def ward_groups(cluster_ids: list[int], centroids: np.ndarray, config: ClimbConfig) -> list[list[int]]:
-    """Groups of >= 2 clusters to merge: Ward tree on centroids, cut by distance or into target groups."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
-    cfg = config.merge
-    if len(cluster_ids) < 2:
-        return []
-    if cfg.distance_threshold > 0:
-        labels = fcluster(linkage(centroids, method="ward"), t=cfg.distance_threshold, criterion="distance")
-    elif 0 < cfg.target_clusters < len(cluster_ids):
-        labels = fcluster(linkage(centroids, method="ward"), t=cfg.target_clusters, criterion="maxclust")
-    else:
-        return []
-    groups: dict[int, list[int]] = {}
-    for cid, lab in zip(cluster_ids, labels):
-        groups.setdefault(int(lab), []).append(int(cid))
-    return sorted((sorted(g) for g in groups.values() if len(g) >= 2), key=lambda g: g[0])
-
-
-def run_refine(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> StageOutcome:
-    """Reset the refined clusters to the k-means ones, then prune and Ward-merge them as edits."""
-    from tqdm import tqdm
-
-    cfg = {"prune": config.section_dict("prune"), "merge": config.section_dict("merge")}
-    fp = stages.fingerprint(ws, "refine", cfg)
-    if not force and stages.is_current(ws, "refine", fp):
-        return StageOutcome("refine", skipped=True)
-    n_docs = ws.scalar("SELECT count(*) FROM assignments")
-    if not n_docs:
-        raise StageError(f"no k-means assignments in {ws.root}; run `climb cluster {ws.root}` first")
-    with stages.run_stage(ws, "refine", cfg, fp) as run:
-        _reset(ws)
-        # Labels and keywords of the old clusters are gone: describe must run again.
-        stages.invalidate(ws, "describe")
-        base = ws.query_df("SELECT cluster_id, size_docs, mean_quality FROM clusters ORDER BY cluster_id")
-        reasons = prune_reasons(base, config)
-        if reasons:
-            _prune(ws, reasons, "refine")
-        kept = ws.query_df("SELECT cluster_id, centroid FROM clusters WHERE state = 'active' ORDER BY cluster_id")
-        with_centroid = kept[kept["centroid"].map(_is_vector)]
-        groups = []
-        if len(with_centroid) == len(kept) and len(kept) >= 2:
-            x = np.stack([np.asarray(v, dtype=np.float64) for v in kept["centroid"]])
-            groups = ward_groups(kept["cluster_id"].tolist(), x, config)
-        for group in tqdm(groups, desc="merge", disable=not progress):
-            merge_clusters(ws, group, source="refine", config=config, describe=False)
-        n_active = int(ws.scalar("SELECT count(*) FROM clusters WHERE state = 'active'"))
-        run.rows_in = int(n_docs)
-        run.rows_out = n_active
-        run.message = (f"{len(base)} base -> {len(reasons)} pruned -> {n_active} active clusters "
-                       f"({len(groups)} merges of {sum(len(g) for g in groups)} clusters)")
-        if len(with_centroid) < len(kept):
-            run.message += "; not merged: some clusters have no centroid (pre-clustered corpus)"
-    return StageOutcome("refine", skipped=False, rows_in=run.rows_in, rows_out=run.rows_out, message=run.message)

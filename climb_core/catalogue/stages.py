@@ -16,20 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from climb_core.liveness import Interrupted, alive, process_start, sigterm_raises
-from climb_core.workspace import Workspace, transaction
-
-# The pipeline in order, and which earlier stages each one reads.
-PIPELINE = ["ingest", "embed", "cluster", "refine", "describe", "map"]
-UPSTREAM: dict[str, list[str]] = {
-    "ingest": [],
-    "embed": ["ingest"],
-    "cluster": ["ingest", "embed"],
-    "refine": ["cluster"],
-    "describe": ["refine"],
-    "map": ["embed", "refine"],
-}
-
+from climb_core.catalogue.liveness import Interrupted, alive, process_start, sigterm_raises
+from climb_core.catalogue.workspace import Workspace, transaction
 
 class StageError(RuntimeError):
     """A stage cannot run: an upstream stage is missing, or its input is unusable."""
@@ -84,13 +72,14 @@ def all_stage_records(ws: Workspace) -> dict[str, StageRecord]:
     return {r[0]: StageRecord(*r) for r in rows}
 
 
-def fingerprint(ws: Workspace, stage: str, config: dict[str, Any], extra: Any = None) -> str:
+def fingerprint(ws: Workspace, stage: str, config: dict[str, Any], extra: Any = None, *,
+                upstream: list[str]) -> str:
     """Hash of this stage's config, the fingerprints of its upstream stages, and any extra input facts."""
-    upstream = {}
-    for up in UPSTREAM.get(stage, []):
+    fps = {}
+    for up in upstream:
         rec = stage_record(ws, up)
-        upstream[up] = rec.fingerprint if rec and rec.status == "done" else None
-    blob = json.dumps({"config": config, "upstream": upstream, "extra": extra}, sort_keys=True, default=str)
+        fps[up] = rec.fingerprint if rec and rec.status == "done" else None
+    blob = json.dumps({"config": config, "upstream": fps, "extra": extra}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

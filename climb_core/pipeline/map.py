@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from climb_core import stages
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError, StageOutcome
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, MapConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace
+from climb_core.pipeline.registry import UPSTREAM
 
 STAGE = "map"
 BACKENDS = ("auto", "cuml", "umap")
@@ -133,7 +134,7 @@ def stratified_sample(labels: np.ndarray, max_points: int, seed: int = 0) -> np.
 
 def _gather(ws: Workspace, rows: np.ndarray) -> np.ndarray:
     """The embeddings of the sorted doc_idx `rows`, gathered into one array (no parts to concatenate)."""
-    from climb_core.embed import embedding_rows
+    from climb_core.pipeline.embed import embedding_rows
 
     return embedding_rows(ws)[rows]
 
@@ -141,7 +142,7 @@ def _gather(ws: Workspace, rows: np.ndarray) -> np.ndarray:
 def _stream_batches(ws: Workspace, idx: np.ndarray, batch_pos: list[np.ndarray]):
     """The embeddings of idx[pos] for each pos in batch_pos (each sorted), one batch in memory at a
     time; a batch may span shards."""
-    from climb_core.embed import iter_embedding_shards
+    from climb_core.pipeline.embed import iter_embedding_shards
 
     shards = iter_embedding_shards(ws)
     start, block = next(shards)
@@ -168,7 +169,7 @@ def current_clusters(ws: Workspace, n_docs: int) -> np.ndarray | None:
 
 
 def run_map(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> StageOutcome:
-    from climb_core.embed import embeddings_available
+    from climb_core.pipeline.embed import embeddings_available
 
     cfg = config.map
     n_docs = ws.table_count("documents")
@@ -179,7 +180,8 @@ def run_map(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress
     cluster_rec = stages.stage_record(ws, "cluster")
     # The sample depends on the clusters, which may come from the cluster stage alone (no refine yet).
     fp = stages.fingerprint(ws, STAGE, config.section_dict("map"),
-                            {"n_docs": n_docs, "cluster": cluster_rec.fingerprint if cluster_rec else None})
+                            {"n_docs": n_docs, "cluster": cluster_rec.fingerprint if cluster_rec else None},
+                            upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
     with stages.run_stage(ws, STAGE, config.section_dict("map"), fp) as run:

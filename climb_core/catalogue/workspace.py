@@ -13,7 +13,7 @@ at a time, so a dashboard reading while a search worker writes would otherwise s
 `connect` retries while another process holds the file, and no process holds it for long.
 
 Connections come from one in-memory DuckDB instance per process with the file ATTACHed while in use
-(`climb_core/connections.py`): about 1.5 ms to attach and detach, where starting an instance on the
+(`climb_core/catalogue/connections.py`): about 1.5 ms to attach and detach, where starting an instance on the
 file costs 12-15 ms. A burst of catalogue work that no other process needs to see in between (a
 search choosing its next round) runs inside `Workspace.held()`, which keeps the file attached for
 the burst and releases it when it ends.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from climb_core import connections
+from climb_core.catalogue import connections
 from climb_core.config import ClimbConfig, load_config, save_config
 
 SCHEMA_VERSION = 4

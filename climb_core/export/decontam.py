@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import TargetSpec
-from climb_core.targets import TargetError, _read_mc, resolve_path, target_name
-from climb_core.workspace import Workspace, transaction
+from climb_core.proxy.targets import TargetError, read_mc_items, resolve_path, target_name
 
 DEFAULT_N = 13
 BATCH_DOCS = 2000
@@ -154,7 +154,7 @@ def _spec(item: str | Path | TargetSpec) -> TargetSpec:
     if isinstance(item, TargetSpec):
         spec = item
     else:
-        from climb_core.targets import parse_target   # the CLI's shorthands: arc_easy, mc:PATH, ...
+        from climb_core.proxy.targets import parse_target   # the CLI's shorthands: arc_easy, mc:PATH, ...
 
         spec = parse_target(str(item))
     if spec.kind != "mc":
@@ -167,7 +167,7 @@ def _eval_index(specs: list[TargetSpec], hasher: _Hasher):
     evals, keys, owners = [], [], []
     for e, spec in enumerate(specs):
         path = resolve_path(spec.path)
-        items = _read_mc(path)
+        items = read_mc_items(path)
         if not items:
             raise TargetError(f"{path}: no items")
         too_short, distinct = 0, set()

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from climb_core import stages
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError, StageOutcome
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace
+from climb_core.pipeline.registry import UPSTREAM
 
 STAGE = "cluster"
 BACKENDS = ("auto", "cuml", "faiss", "sklearn")
@@ -124,13 +125,13 @@ def assign(X: np.ndarray, centroids: np.ndarray, batch_size: int = 65536) -> tup
 def _sample_rows(ws: Workspace, idx: np.ndarray) -> np.ndarray:
     """Rows `idx` (sorted) of the embeddings, gathered straight into one float32 array: at 1M documents
     the 200k-row fit sample is 0.3 GB, and gathering it in parts then concatenating held it twice."""
-    from climb_core.embed import embedding_rows
+    from climb_core.pipeline.embed import embedding_rows
 
     return embedding_rows(ws)[idx]
 
 
 def _kmeans_clusters(ws: Workspace, config: ClimbConfig, n_docs: int, progress: bool):
-    from climb_core.embed import embedding_dim, iter_embedding_shards
+    from climb_core.pipeline.embed import embedding_dim, iter_embedding_shards
 
     cfg = config.cluster
     rng = np.random.default_rng(cfg.seed)
@@ -171,7 +172,7 @@ def _preset_order(values: list[str]) -> list[str]:
 
 
 def _preset_clusters(ws: Workspace, n_docs: int, progress: bool):
-    from climb_core.embed import embeddings_available, iter_embedding_shards
+    from climb_core.pipeline.embed import embeddings_available, iter_embedding_shards
 
     with ws.connect() as con:
         presets = con.execute("SELECT preset_cluster FROM documents ORDER BY doc_idx").fetchnumpy()["preset_cluster"]
@@ -225,7 +226,7 @@ def preset_cluster_names(ws: Workspace) -> dict[int, str]:
 
 
 def run_cluster(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress: bool = True) -> StageOutcome:
-    from climb_core.embed import embeddings_available
+    from climb_core.pipeline.embed import embeddings_available
 
     with ws.connect() as con:
         n_docs, n_preset = con.execute("SELECT count(*), count(preset_cluster) FROM documents").fetchone()
@@ -238,7 +239,8 @@ def run_cluster(ws: Workspace, config: ClimbConfig, *, force: bool = False, prog
         raise StageError(f"no embeddings covering the {n_docs} documents of {ws.root}{detail}; "
                          f"run `climb embed {ws.root}` first")
     fp = stages.fingerprint(ws, STAGE, config.section_dict("cluster"),
-                            {"n_docs": n_docs, "preset": preset, "embeddings": has_emb})
+                            {"n_docs": n_docs, "preset": preset, "embeddings": has_emb},
+                            upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
     with stages.run_stage(ws, STAGE, config.section_dict("cluster"), fp) as run:

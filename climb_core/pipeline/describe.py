@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from climb_core import stages
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError, StageOutcome
+from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig, DescribeConfig
-from climb_core.stages import StageError, StageOutcome
-from climb_core.workspace import Workspace, transaction
+from climb_core.pipeline.registry import UPSTREAM
 
 # Words of two or more letters: numbers, years and case citations say little about a topic.
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
@@ -44,12 +45,12 @@ def load_embeddings_or_none(ws: Workspace):
     with the corpus), or None when the workspace has none covering every document (a pre-clustered
     corpus skips the embed stage)."""
     try:
-        from climb_core.embed import embeddings_available
+        from climb_core.pipeline.embed import embeddings_available
     except ImportError:
         return None
     if not embeddings_available(ws):
         return None
-    from climb_core.embedding_rows import EmbeddingRows
+    from climb_core.pipeline.embedding_rows import EmbeddingRows
 
     return EmbeddingRows(sorted(ws.embeddings_dir.glob("shard-*.npy")))
 
@@ -465,7 +466,7 @@ def run_describe(ws: Workspace, config: ClimbConfig, *, force: bool = False, pro
     """Describe every cluster that holds documents (active and pruned), so the dashboard can show why."""
     cfg = config.section_dict("describe")
     # Edits change clusters without changing refine's fingerprint; the edit log's state covers them.
-    fp = stages.fingerprint(ws, "describe", cfg, {"edits": _edit_state(ws)})
+    fp = stages.fingerprint(ws, "describe", cfg, {"edits": _edit_state(ws)}, upstream=UPSTREAM["describe"])
     if not force and stages.is_current(ws, "describe", fp):
         return StageOutcome("describe", skipped=True)
     with ws.connect() as con:

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from climb_core.stages import StageError
+from climb_core.catalogue.stages import StageError
 
 BACKENDS = ("torch", "torch-bf16", "onnx-int8", "static")
-# Backends that are the SentenceTransformer itself (loaded by climb_core.embed, on `embed.device`).
+# Backends that are the SentenceTransformer itself (loaded by climb_core.pipeline.embed, on `embed.device`).
 TORCH_BACKENDS = ("torch", "torch-bf16")
 # Part of the cache folder name: changing how a model is derived must not reuse an old derivation.
 RECIPES = {"onnx-int8": "opset17-int8-perchannel-v1", "static": "m2v-pca-auto-sif1e-4-v1"}
@@ -341,7 +341,7 @@ def load(backend: str, model_path: str, max_seq_length: int, models_root: Path |
     """The encoder for a non-torch backend, building its cached model first if needed."""
     backend = check_backend(backend)
     if backend in TORCH_BACKENDS:
-        raise ValueError(f"the {backend} backend is loaded by climb_core.embed")
+        raise ValueError(f"the {backend} backend is loaded by climb_core.pipeline.embed")
     if models_root is None:
         raise BackendError(f"embed.backend={backend!r} caches its model in a workspace; no workspace was given")
     folder = prepare(backend, model_path, models_root, offline)

@@ -12,7 +12,7 @@ score on) are left out, and so are training documents whose text is a copy of on
 the export is then still measured on text it has not seen.
 
 The shards (columns text, doc_id, cluster_id, cluster_label) load with
-`datasets.load_dataset("parquet", data_files=...)`; climb_core.export_formats writes the files for
+`datasets.load_dataset("parquet", data_files=...)`; climb_core.export.formats writes the files for
 Megatron-LM, NeMo and the Hugging Face Hub beside them. The folder is built under a temporary name
 and moved into place when complete, so a reader never sees shards of two exports mixed.
 """
@@ -31,10 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from climb_core import export_formats, stages
+from climb_core.export import formats as export_formats
+
+from climb_core.catalogue import stages
+from climb_core.catalogue.stages import StageError
+from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, TokenizerConfig
-from climb_core.stages import StageError
-from climb_core.workspace import Workspace
 
 DOC_BATCH = 2048  # documents per tokenizer batch (and per text query)
 
@@ -109,7 +111,7 @@ def _scores(ws: Workspace, search_id: str, row: dict[str, Any], which: str, run_
 
 def _token_setup(ws: Workspace) -> tuple[Any, str, float, int, dict[int, int]]:
     """(tokenizer, its hash, the stage's val_fraction and seed, train tokens per active cluster)."""
-    from climb_core.tokens import TOKENIZER_FILE, cluster_token_files, load_tokenizer, tokenizer_hash
+    from climb_core.pipeline.tokens import TOKENIZER_FILE, cluster_token_files, load_tokenizer, tokenizer_hash
 
     try:
         files = cluster_token_files(ws)
@@ -128,14 +130,14 @@ def _split(ws: Workspace, cluster_ids: list[int], val_fraction: float, seed: int
     """cluster_id, doc_idx, val for every document of `cluster_ids`: the tokens stage's own split."""
     # The same function on the same per-cluster lists (doc_idx order) the stage used, so `val` marks
     # exactly the documents in each cluster's val.bin.
-    from climb_core.tokens import _split_val
+    from climb_core.pipeline.tokens import validation_mask
 
     docs = ws.query_df(
         """SELECT c.cluster_id, d.doc_idx, d.doc_id FROM doc_clusters c JOIN documents d USING (doc_idx)
            WHERE c.cluster_id IN (SELECT unnest(?)) ORDER BY c.cluster_id, d.doc_idx""", [cluster_ids])
     val = np.zeros(len(docs), dtype=bool)
     for _, g in docs.groupby("cluster_id", sort=False):
-        val[g.index.to_numpy()] = _split_val(g["doc_id"].astype(str).tolist(), val_fraction, seed)
+        val[g.index.to_numpy()] = validation_mask(g["doc_id"].astype(str).tolist(), val_fraction, seed)
     return pd.DataFrame({"cluster_id": docs["cluster_id"].to_numpy(dtype=np.int64),
                          "doc_idx": docs["doc_idx"].to_numpy(dtype=np.int64), "val": val})
 

@@ -76,7 +76,7 @@ def _schedule(jobs: Iterable, workers: int, *, start: Callable[[Any], Any],
             cancel(handle)
 
 
-def _share_cores(threads: int) -> None:
+def share_cores(threads: int) -> None:
     """Pool initializer: each worker gets its share of the cores. Without it every worker's torch
     uses all cores and the oversubscribed pool runs many times slower than one process."""
     import os
@@ -101,7 +101,7 @@ class ProcessExecutor:
 
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_share_cores, initargs=(threads,))
+                                             initializer=share_cores, initargs=(threads,))
         return self._pool
 
     def submit_all(self, fn: Callable, jobs: Iterable, on_start: Callable | None = None,

@@ -1,0 +1,114 @@
+"""A new search: its config checked, the active clusters' prior and token counts, its row recorded."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+
+from climb_core.catalogue.workspace import Workspace
+from climb_core.config import ClimbConfig
+from climb_core.search.acquisition import ACQUISITIONS
+from climb_core.search.constraints import ConstraintError, constraints_for
+from climb_core.search.predictors.select import PREDICTORS
+from climb_core.search.records import SearchError, timestamp
+from climb_core.search.sampling import DESIGNS
+from climb_core.search.strategies import STRATEGIES
+
+
+def estimated_prior(ws: Workspace) -> tuple[list[int], np.ndarray]:
+    """Token shares of the active clusters from doc_stats.n_tokens_est (no tokenizer needed)."""
+    with ws.connect() as con:
+        rows = con.execute(
+            """SELECT c.cluster_id, coalesce(sum(s.n_tokens_est), 0) AS t
+               FROM clusters c LEFT JOIN doc_clusters dc ON dc.cluster_id = c.cluster_id
+               LEFT JOIN doc_stats s ON s.doc_idx = dc.doc_idx
+               WHERE c.state = 'active' GROUP BY c.cluster_id ORDER BY c.cluster_id""").fetchall()
+    ids = [int(r[0]) for r in rows]
+    t = np.array([float(r[1]) for r in rows])
+    if not ids:
+        return ids, t
+    # A cluster without estimates still deserves a non-zero share, or the sampler could never pick it.
+    t = np.maximum(t, 1.0)
+    return ids, t / t.sum()
+
+
+def cluster_prior(ws: Workspace) -> tuple[list[int], np.ndarray]:
+    """The search's prior: real train-token shares when the tokens stage has run, else estimates.
+
+    Tests monkeypatch this function to pin the prior."""
+    has_tokens = ws.scalar("SELECT count(*) FROM token_shards") or 0
+    if has_tokens:
+        from climb_core.pipeline.tokens import token_prior
+
+        ids, prior = token_prior(ws)
+        return [int(i) for i in ids], np.asarray(prior, dtype=np.float64)
+    return estimated_prior(ws)
+
+
+def cluster_train_tokens(ws: Workspace, cluster_ids: list[int]) -> list[int] | None:
+    """Training tokens per cluster (for the repetition cap), or None before the tokens stage."""
+    if not (ws.scalar("SELECT count(*) FROM token_shards") or 0):
+        return None
+    from climb_core.pipeline.tokens import cluster_token_files
+
+    n = {int(f.cluster_id): int(f.n_train) for f in cluster_token_files(ws)}
+    return [n.get(int(c), 0) for c in cluster_ids]
+
+
+def _check_config(config: ClimbConfig) -> None:
+    s = config.search
+    if s.strategy not in STRATEGIES:
+        raise SearchError(f"unknown search.strategy {s.strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if s.predictor not in PREDICTORS:
+        raise SearchError(f"unknown search.predictor {s.predictor!r}; use one of {', '.join(PREDICTORS)}")
+    if s.acquisition not in ACQUISITIONS:
+        raise SearchError(f"unknown search.acquisition {s.acquisition!r}; use one of {', '.join(ACQUISITIONS)}")
+    eps = list(config.predictor.gp_eps) + list(config.predictor.gp_final_eps)
+    if not config.predictor.gp_eps or not config.predictor.gp_final_eps or min(eps) <= 0:
+        raise SearchError(f"predictor.gp_eps and predictor.gp_final_eps need at least one value, each > 0; got "
+                          f"{config.predictor.gp_eps} and {config.predictor.gp_final_eps}")
+    if s.initial_design not in DESIGNS:
+        raise SearchError(f"unknown search.initial_design {s.initial_design!r}; use one of {', '.join(DESIGNS)}")
+    if s.budget < 1:
+        raise SearchError("search.budget must be at least 1 proxy run")
+    if s.rounds < 0 or any(v <= 0 for v in s.round_split):
+        raise SearchError(f"search.rounds must be >= 0 (0 = by budget) and search.round_split positive integers; "
+                          f"got rounds {s.rounds}, round_split {list(s.round_split)}")
+
+
+def new_search_id() -> str:
+    return f"{timestamp():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None, search_id: str | None = None) -> str:
+    """Record a new search: a snapshot of the active clusters, their labels and prior, and the config.
+
+    `search_id` lets a caller (the dashboard) name the search before a worker process creates it."""
+    _check_config(config)
+    strategy = config.search.strategy
+    ids, prior = cluster_prior(ws)
+    if not ids:
+        raise SearchError(f"{ws.root} has no active clusters; run `climb refine {ws.root}` first")
+    tokens = cluster_train_tokens(ws, ids)
+    try:
+        constraints_for(config.mixture, prior, ids, tokens)
+    except ConstraintError as err:
+        raise SearchError(f"the mixture constraints cannot be met: {err}") from err
+    labels = dict(ws.query_df("SELECT cluster_id, coalesce(label, auto_label, '') AS label FROM clusters "
+                              "WHERE state = 'active'").itertuples(index=False, name=None))
+    now = timestamp()
+    search_id = search_id or new_search_id()
+    if ws.scalar("SELECT count(*) FROM searches WHERE search_id = ?", [search_id]):
+        raise SearchError(f"a search {search_id!r} already exists; continue it with --resume")
+    name = name or config.search.name or f"{strategy} {now:%Y-%m-%d %H:%M}"
+    target = [dict(vars(s)) for s in config.target.specs]
+    with ws.connect() as con:
+        con.execute(
+            """INSERT INTO searches (search_id, name, strategy, status, config_json, target_json, cluster_ids,
+                   cluster_labels, prior, cluster_tokens, created_at, updated_at, message)
+               VALUES (?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, 'created')""",
+            [search_id, name, strategy, json.dumps(config.to_dict()), json.dumps(target), ids,
+             [str(labels.get(i, "")) for i in ids], [float(p) for p in prior], tokens, now, now])
+    return search_id
