@@ -18,7 +18,7 @@ from typing import Any
 from climb_core.catalogue.liveness import Interrupted
 from climb_core.catalogue.stages import StageError
 from climb_core.catalogue.workspace import Workspace, WorkspaceError
-from climb_core.config import (ClimbConfig, ConfigError, dump_toml, load_config, reference_markdown,
+from climb_core.config import (ClimbConfig, ConfigError, dump_toml, load_config, reference_markdown, validate,
                                with_overrides)
 from climb_core.pipeline.registry import PIPELINE, STAGES
 from climb_core.proxy.targets import parse_target
@@ -154,7 +154,8 @@ def _resolve_config(ws: Workspace, args: argparse.Namespace, stages: list[str]) 
         for spec in config.target.specs:
             if spec.kind == "mc":
                 spec.metric = metric
-    return config
+    # --input, --target and --metric are set after with_overrides validated the rest.
+    return validate(config)
 
 
 def _save_config(ws: Workspace, config: ClimbConfig) -> None:
@@ -281,17 +282,27 @@ def cmd_search(args: argparse.Namespace) -> int:
     from climb_core.pipeline.run import run_stage
     from climb_core.search import create_search, run_search
 
+    from climb_core.proxy.targets import validate_targets
+
     ws = _open(args.workspace)
     config = _run_config(ws, args, "search", ["search", "tokens"])
     search_id = args.resume
+    if not args.resume:
+        validate_targets(ws, config.target.specs)
     run_stage(ws, "tokens", config, progress=not args.quiet)
     if not args.resume:
         search_id = create_search(ws, config, name=args.name, search_id=args.search_id)
         _print(f"search {search_id} created")
-    run_search(ws, search_id, progress=not args.quiet)
+    summary = run_search(ws, search_id, progress=not args.quiet)
     from climb_core.search import search_report
 
     _print_search(search_report(ws, search_id))
+    if summary.status == "failed":
+        message = ws.scalar("SELECT message FROM searches WHERE search_id = ?", [search_id])
+        print(f"error: search {search_id} failed: {message}", file=sys.stderr)
+        return 1
+    if summary.status == "cancelled":
+        return 0
     _print(f"next: climb export {args.workspace} --run {search_id} --out DIR   (or see it in `climb dashboard`)")
     return 0
 
@@ -300,9 +311,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     from climb_core.pipeline.run import run_stage
     from climb_core.search.study import create_study, report_markdown, run_study
 
+    from climb_core.proxy.targets import validate_targets
+
     ws = _open(args.workspace)
     config = _run_config(ws, args, "study", ["search", "tokens", "study"])
     study_id = args.resume
+    if not args.resume:
+        validate_targets(ws, config.target.specs)
     run_stage(ws, "tokens", config, progress=not args.quiet)
     if not args.resume:
         study_id = create_study(ws, config, name=args.name, study_id=args.study_id)
@@ -650,13 +665,18 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted:
         print("terminated (SIGTERM): finished steps are saved; run the same command again to continue", file=sys.stderr)
         return 143
-    except (ConfigError, StageError, WorkspaceError, CliError, FileNotFoundError) as err:
+    except (ConfigError, StageError, WorkspaceError, CliError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return 1
+    except OSError as err:
+        # A file or folder the user named that cannot be read or written (missing, read-only, a folder).
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error:{where}: {err.strerror or err}" if where else f"error: {err}", file=sys.stderr)
+        return 1
     except Exception as err:  # noqa: BLE001 - engine errors with a user-facing message
         if type(err).__name__.endswith("Error") and type(err).__module__.startswith("climb_core"):
             print(f"error: {err}", file=sys.stderr)
-            return 2
+            return 1
         raise
 
 

@@ -179,9 +179,15 @@ def start_stage_job(ws: Workspace, stage: str, force: bool = False) -> str:
 
 
 def _start_configured(ws: Workspace, command: str, run_id: str, config, name: str | None) -> None:
-    """`climb COMMAND WS --config FILE --COMMAND-id ID` in a worker, its config written beside the logs."""
-    from climb_core.config import save_config
+    """`climb COMMAND WS --config FILE --COMMAND-id ID` in a worker, its config written beside the logs.
 
+    The config and its targets are checked here, so a bad value is reported to the caller (the
+    dashboard) at once instead of in a background worker's log."""
+    from climb_core.config import save_config, validate
+    from climb_core.proxy.targets import validate_targets
+
+    validate(config)
+    validate_targets(ws, config.target.specs)
     ws.logs_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = ws.logs_dir / f"{command}-{run_id}.toml"
     save_config(config, cfg_path)

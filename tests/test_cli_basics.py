@@ -27,13 +27,13 @@ def test_status_json_on_empty_workspace(tmp_path, capsys):
 
 
 def test_not_a_workspace_is_a_clear_error(tmp_path, capsys):
-    assert cli.main(["status", str(tmp_path / "nowhere")]) == 2
+    assert cli.main(["status", str(tmp_path / "nowhere")]) == 1
     assert "not a CLIMB workspace" in capsys.readouterr().err
 
 
 def test_ingest_without_input_says_what_to_do(tmp_path, capsys):
     cli.main(["init", str(tmp_path / "ws")])
-    assert cli.main(["ingest", str(tmp_path / "ws")]) == 2
+    assert cli.main(["ingest", str(tmp_path / "ws")]) == 1
     assert "--input" in capsys.readouterr().err
 
 
@@ -73,10 +73,10 @@ def test_a_stage_saves_its_config_only_once_it_succeeds(tmp_path, capsys):
     cli.main(["init", str(ws_dir), "--input", str(corpus), "--k", "9"])
     before = (ws_dir / "climb.toml").read_bytes()
     missing = tmp_path / "missing.jsonl"
-    assert cli.main(["ingest", str(ws_dir), "--input", str(missing), "--set", "cluster.k=5", "--quiet"]) == 2
+    assert cli.main(["ingest", str(ws_dir), "--input", str(missing), "--set", "cluster.k=5", "--quiet"]) == 1
     assert "input not found" in capsys.readouterr().err
     assert (ws_dir / "climb.toml").read_bytes() == before
-    assert cli.main(["run-all", str(ws_dir), "--input", str(missing), "--k", "5", "--quiet"]) == 2
+    assert cli.main(["run-all", str(ws_dir), "--input", str(missing), "--k", "5", "--quiet"]) == 1
     assert (ws_dir / "climb.toml").read_bytes() == before
     # the same change on a stage that succeeds becomes the workspace's default
     assert cli.main(["ingest", str(ws_dir), "--set", "cluster.k=5", "--batch-size", "8", "--quiet"]) == 0

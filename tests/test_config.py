@@ -100,3 +100,26 @@ def test_layer_errors_name_the_file(tmp_path):
     path.write_text("[cluster]\nk = \"many\"\n")
     with pytest.raises(ConfigError, match=r"bad\.toml: cluster\.k"):
         load_config(path, base=ClimbConfig())
+
+
+def test_choices_agree_with_the_engine():
+    """config.py declares the strategies and predictors without importing the search engine."""
+    from climb_core import config
+    from climb_core.search import PREDICTORS, STRATEGIES
+    from climb_core.search.acquisition import ACQUISITIONS
+    from climb_core.search.sampling import DESIGNS
+
+    assert config.STRATEGIES == STRATEGIES and config.PREDICTORS == PREDICTORS
+    search = {f.name: f.metadata["check"] for f in dataclasses.fields(config.SearchConfig)}
+    assert search["acquisition"]["choices"] == ACQUISITIONS and search["initial_design"]["choices"] == DESIGNS
+
+
+def test_defaults_are_valid_and_every_number_has_a_range():
+    from climb_core.config import TargetSpec, validate
+
+    validate(ClimbConfig())
+    for cls in [type(getattr(ClimbConfig(), f.name)) for f in dataclasses.fields(ClimbConfig)] + [TargetSpec]:
+        for f in dataclasses.fields(cls):
+            if f.type in ("int", "float", int, float):
+                check = f.metadata.get("check", {})
+                assert {"ge", "gt"} & set(check), f"{cls.__name__}.{f.name} declares no lower bound"

@@ -222,3 +222,21 @@ def test_ids_meta_and_preset_cluster():
     assert json.loads(rec.meta_json) == {"tags": ["a"]}  # huge and null values dropped, key/text/topic not repeated
     rec = make_record({"text": "hello"}, "/x/file.jsonl", 12, cfg)
     assert rec.doc_id == "file.jsonl:12" and rec.meta_json is None and rec.preset_cluster is None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "not_gzip_inside"])
+def test_a_damaged_gzip_keeps_the_lines_before_and_rejects_the_rest(tmp_path, damage):
+    lines = "".join(json.dumps({"id": f"d{i}", "text": f"document {i} " * 40}) + "\n" for i in range(400)).encode()
+    packed = gzip.compress(lines)
+    data = {"truncated": packed[: len(packed) // 2], "corrupt": packed[:300] + b"\0" * 64 + packed[364:],
+            "not_gzip_inside": b"\x1f\x8b" + b"not a gzip stream" * 10}[damage]
+    path = tmp_path / "part.jsonl.gz"
+    path.write_bytes(data)
+    out = _records(path)
+    kept = [r for r in out if isinstance(r, Record)]
+    (broken,) = [r for r in out if isinstance(r, Rejected) and r.reason == "damaged"]
+    assert broken is out[-1] and broken.source_file == str(path)
+    assert f"the {broken.source_line - 1} line(s) before it were read" in broken.detail
+    assert [r.doc_id for r in kept] == [f"d{i}" for i in range(len(kept))]
+    if damage == "truncated":
+        assert len(kept) > 100 and "truncated" in broken.detail

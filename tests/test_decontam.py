@@ -107,7 +107,7 @@ def test_cli_prints_flagged_cluster(leaky_ws, capsys):
 
 def test_cli_rejects_text_targets(leaky_ws, capsys):
     ws, _, _ = leaky_ws
-    assert cli.main(["decontam", str(ws.root), "--target", "text:cluster:1"]) == 2
+    assert cli.main(["decontam", str(ws.root), "--target", "text:cluster:1"]) == 1
     assert "multiple-choice" in capsys.readouterr().err
 
 

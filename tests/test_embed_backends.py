@@ -18,6 +18,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError
 from climb_core.pipeline import embed, embed_backends
 from climb_core.pipeline.registry import UPSTREAM
+from climb_core.config import ConfigError
 from tests.helpers import demo_rows, documents_workspace, embed_config
 
 pytest.importorskip("onnxruntime")
@@ -196,7 +197,11 @@ def test_ray_shard_task_uses_the_backend(models_root, tmp_path):
 
 
 def test_bad_backend_name_is_a_clear_stage_error(tmp_path):
-    config = backend_config("onnx")
+    with pytest.raises(ConfigError, match=r"embed\.backend = 'onnx' is not valid: valid one of torch, torch-bf16"):
+        backend_config("onnx")
+    # A config built around validate() still meets the stage's own check.
+    config = backend_config("torch")
+    config.embed.backend = "onnx"
     ws = documents_workspace(tmp_path / "ws", demo_rows(3), config)
     with pytest.raises(StageError, match=r"embed\.backend='onnx': use one of torch, torch-bf16, onnx-int8, static"):
         embed.run_embed(ws, config, progress=False)

@@ -176,7 +176,7 @@ def test_cli_export_replaces_and_refuses(searched, tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()
     (other / "x.txt").write_text("x")
-    assert cli.main(["export", str(ws.root), "--run", sid, "--tokens", "5000", "--out", str(other)]) == 2
+    assert cli.main(["export", str(ws.root), "--run", sid, "--tokens", "5000", "--out", str(other)]) == 1
     assert str(other) in capsys.readouterr().err
     assert cli.main(["export", str(ws.root), "--run", sid, "--tokens", "5000", "--out", str(other), "--force",
                      "--formats", "hf"]) == 0

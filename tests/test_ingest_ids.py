@@ -69,3 +69,20 @@ def test_txt_files_of_the_same_name_in_two_input_folders_get_distinct_ids(tmp_pa
     ids = ws.query_df("SELECT doc_id, text FROM documents ORDER BY doc_idx")
     assert ids["doc_id"].tolist() == ["one/doc.txt", "two/doc.txt", "other.txt"]
     assert ids["text"].tolist() == texts[:2] + [texts[2]]
+
+
+def test_ids_that_cannot_be_kept_as_given_are_rejected_not_rewritten(tmp_path):
+    rows = demo_rows(6)
+    lines = [json.dumps(dict(rows[0], id="x" * 1001)), json.dumps(dict(rows[1], id="ok-1")),
+             json.dumps(dict(rows[2], id="bad-\ud800")), json.dumps(dict(rows[3], id=1)),
+             json.dumps(dict(rows[4], id="1")), json.dumps(dict(rows[5], id=True))]
+    path = tmp_path / "ids.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ws = Workspace.init(tmp_path / "ws")
+    ingest.run_ingest(ws, _config(path), progress=False)
+    assert ws.query_df("SELECT doc_id FROM documents ORDER BY doc_idx")["doc_id"].tolist() == ["ok-1", "1"]
+    rej = ws.query_df("SELECT source_line, reason, detail FROM rejected ORDER BY source_line")
+    assert rej["source_line"].tolist() == [1, 3, 5, 6]
+    assert rej["reason"].tolist() == ["bad_id", "bad_id", "duplicate_id", "bad_id"]
+    assert "longer than 1000" in rej["detail"][0] and "lone surrogate" in rej["detail"][1]
+    assert "1 and \"1\" are the same id" in rej["detail"][2] and "not a bool" in rej["detail"][3]

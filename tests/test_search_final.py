@@ -112,9 +112,11 @@ def test_every_strategy_respects_caps_pins_and_exclusions(ws, strategy):
 def test_unknown_predictor_is_refused_before_anything_runs(ws):
     from climb_core.search import SearchError
 
+    from climb_core.config import ConfigError
+
     cfg = search_config("climb", 6)
     cfg.search.predictor = "xgboost"
-    with pytest.raises(SearchError, match="search.predictor"):
+    with pytest.raises(ConfigError, match="search.predictor = 'xgboost' is not valid: valid one of auto, loglinear"):
         create_search(ws, cfg)
     cfg.search.predictor = "auto"
     cfg.mixture.cap_multiple = 0.1

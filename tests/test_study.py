@@ -23,7 +23,8 @@ def counting_final(job):
 def test_tiny_study_end_to_end_and_resume(tmp_path):
     ws = build_domain_workspace(tmp_path / "ws")
     cfg = search_config("climb", 8, seed=0, rounds=3, round_split=[4, 2, 1])
-    cfg.target.specs = [TargetSpec(kind="text", path="unused-by-the-synthetic-objective.jsonl")]
+    # The synthetic objective never reads the target, but create_study checks that it exists.
+    cfg.target.specs = [TargetSpec(kind="text", path="cluster:0", metric="neg_bpb")]
     cfg.study.strategies = ["climb", "random", "natural"]
     cfg.study.seeds = 2
     cfg.study.final_seeds = 2

@@ -268,6 +268,15 @@ def _output_dir(ws: Workspace, out_dir: str | Path | None, export_id: str, force
     if out.is_dir() and any(out.iterdir()) and not _is_export(out) and not force:
         raise ExportError(f"output folder {out} is not empty and holds no manifest.json of an earlier export; "
                           "give an empty or new folder, or pass --force to replace its contents")
+    # The export is built beside `out` and renamed into place, so it is the parent that must be writable;
+    # checked here, before the documents are sampled, rather than failing with a bare PermissionError.
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"output folder {out}: cannot create {parent} ({err.strerror or err})") from err
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"output folder {out}: {parent} is not writable; give a folder you can write to")
     return out
 
 
@@ -343,6 +352,8 @@ def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = No
     config = config or ws.load_config()
     ecfg = config.export
     tokens = int(tokens if tokens is not None else ecfg.tokens)
+    if tokens < 1:
+        raise ExportError(f"export tokens {tokens}: give a positive number of tokens (--tokens, export.tokens >= 1)")
     try:
         fmts = export_formats.parse_formats(formats)
     except ValueError as err:
@@ -368,9 +379,11 @@ def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = No
             "target": json.loads(row["target_json"] or "[]"), "cluster_ids": ids, "cluster_labels": labels,
             "weights": [float(w) for w in weights]}
     n_tokens = int(sum(c["tokens"] for c in per_cluster))
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{export_id}")
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as err:
+        raise ExportError(f"output folder {out}: cannot write in {out.parent} ({err.strerror or err})") from err
     try:
         (tmp / "weights.json").write_text(json.dumps(base, indent=2), encoding="utf-8")
         files = _write_shards(ws, tmp, sel, label_df, shard_docs)

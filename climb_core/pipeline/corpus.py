@@ -20,6 +20,7 @@ import gzip
 import io
 import json
 import math
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -198,6 +199,22 @@ def derived_id(source_file: str, line: int) -> str:
     return f"{Path(source_file).name}:{line}"
 
 
+MAX_ID_CHARS = 1000
+
+
+def _bad_id(raw: Any, text: str) -> str | None:
+    """Why a given id cannot be stored as it is, or None. Ids are compared as text (1 and "1" are one id)."""
+    if isinstance(raw, (bool, dict, list, tuple, bytes, bytearray)):
+        return f"field {_clip(repr(raw))} as id: an id is a string or an integer, not a {type(raw).__name__}"
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return f"id {raw!r} is not a finite number"
+    if not _encodable(text):
+        return f"id {_clip(ascii(text))} holds invalid UTF-8 or a lone surrogate escape"
+    if len(text) > MAX_ID_CHARS:
+        return f"id of {len(text):,} characters is longer than {MAX_ID_CHARS}: {_clip(text)}"
+    return None
+
+
 def make_record(obj: Any, source_file: str, line: int, cfg: IngestConfig,
                 default_id: str | None = None) -> Record | Rejected:
     """Validate one decoded record (a dict) and turn it into a `Record`, or say why it is rejected."""
@@ -205,8 +222,12 @@ def make_record(obj: Any, source_file: str, line: int, cfg: IngestConfig,
         return Rejected(source_file, line, None, "not_object", f"a JSON {type(obj).__name__}, not an object")
     raw_id = obj.get(cfg.id_field) if cfg.id_field else None
     doc_id = None if raw_id is None or raw_id == "" else str(raw_id)
-    if doc_id is not None and (not _encodable(doc_id) or len(doc_id) > 1000):
-        doc_id = None
+    if doc_id is not None:
+        # A given id is the user's key for the document: one that cannot be kept as given is refused,
+        # not replaced by file:line, so nothing downstream silently refers to another id.
+        why = _bad_id(raw_id, doc_id)
+        if why:
+            return Rejected(source_file, line, None, "bad_id", why)
     doc_id = doc_id or default_id or derived_id(source_file, line)
     if cfg.text_field not in obj:
         fields = ", ".join(map(str, list(obj)[:12])) or "none"
@@ -239,6 +260,23 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
+class _Damaged:
+    """Payload standing for the point where a compressed file breaks off: the lines before it are kept."""
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+# What gzip raises on a truncated or corrupt stream (BadGzipFile is an OSError; zlib.error is not).
+_DAMAGE = (EOFError, OSError, zlib.error)
+
+
+def _damaged(line: int, err: BaseException) -> tuple[int, _Damaged]:
+    what = "ends before its end-of-stream marker (truncated)" if isinstance(err, EOFError) else f"is damaged ({err})"
+    return line, _Damaged(f"the compressed file {what}; the {line - 1} line(s) before it were read")
+
+
 class _Oversized:
     """Payload of a line too long to hold: only its length is kept."""
     __slots__ = ("n_bytes",)
@@ -250,21 +288,34 @@ class _Oversized:
 def _jsonl_units(src: Source, cfg: IngestConfig) -> Iterator[tuple[int, Any]]:
     limit = cfg.max_chars * _BYTES_PER_CHAR_MAX + 65536
     with _open_binary(src.path) as fh:
-        if src.path.name.lower().endswith((".json", ".json.gz")) and fh.read(4096).lstrip(codecs.BOM_UTF8 + b" \t\r\n").startswith(b"["):
-            raise CorpusError(f"{src.path}: a JSON array, not JSON Lines (one object per line); convert it, e.g. "
-                              "`jq -c '.[]' in.json > out.jsonl`")
-        fh.seek(0)
+        if src.path.name.lower().endswith((".json", ".json.gz")):
+            try:
+                head = fh.read(4096)
+            except _DAMAGE:
+                head = b""  # the line reader below reports the damage where it meets it
+            if head.lstrip(codecs.BOM_UTF8 + b" \t\r\n").startswith(b"["):
+                raise CorpusError(f"{src.path}: a JSON array, not JSON Lines (one object per line); convert it, e.g. "
+                                  "`jq -c '.[]' in.json > out.jsonl`")
+            fh.seek(0)
         line_no = 0
         while True:
-            chunk = fh.readline(limit)
+            try:
+                chunk = fh.readline(limit)
+            except _DAMAGE as err:
+                yield _damaged(line_no + 1, err)
+                return
             if not chunk:
                 return
             line_no += 1
             if len(chunk) >= limit and not chunk.endswith(b"\n"):
                 n = len(chunk)
-                while chunk and not chunk.endswith(b"\n"):  # drain the rest of the line
-                    chunk = fh.readline(limit)
-                    n += len(chunk)
+                try:
+                    while chunk and not chunk.endswith(b"\n"):  # drain the rest of the line
+                        chunk = fh.readline(limit)
+                        n += len(chunk)
+                except _DAMAGE as err:
+                    yield _damaged(line_no, err)
+                    return
                 yield line_no, _Oversized(n)
                 continue
             if line_no == 1 and chunk.startswith(codecs.BOM_UTF8):
@@ -275,6 +326,8 @@ def _jsonl_units(src: Source, cfg: IngestConfig) -> Iterator[tuple[int, Any]]:
 
 def _decode_jsonl(src: Source, line: int, payload: Any, cfg: IngestConfig) -> Record | Rejected:
     name = str(src.path)
+    if isinstance(payload, _Damaged):
+        return Rejected(name, line, None, "damaged", payload.why)
     if isinstance(payload, _Oversized):
         return Rejected(name, line, None, "too_long", f"line of {payload.n_bytes:,} bytes cannot hold a text under "
                                                       f"ingest.max_chars {cfg.max_chars:,}")
@@ -332,6 +385,9 @@ def _csv_units(src: Source, cfg: IngestConfig) -> Iterator[tuple[int, Any]]:
                 fields = next(reader)
             except StopIteration:
                 return
+            except _DAMAGE as err:
+                yield _damaged(start, err)
+                return
             except csv.Error as err:
                 raise CorpusError(f"{src.path} line {start}: unreadable CSV ({err})") from err
             if fields:
@@ -340,6 +396,8 @@ def _csv_units(src: Source, cfg: IngestConfig) -> Iterator[tuple[int, Any]]:
 
 
 def _decode_csv(src: Source, line: int, payload: Any, cfg: IngestConfig) -> Record | Rejected:
+    if isinstance(payload, _Damaged):
+        return Rejected(str(src.path), line, None, "damaged", payload.why)
     header, fields = payload
     if len(fields) > len(header):
         return Rejected(str(src.path), line, None, "bad_csv", f"{len(fields)} fields but the header has {len(header)}")

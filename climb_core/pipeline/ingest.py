@@ -297,7 +297,8 @@ def _finalise(ws: Workspace, dedup: bool, memory_limit: str = "", near_dups: boo
                 ORDER BY n.src_idx, n.batch_idx, n.pos""")
         con.execute(f"""INSERT INTO {_NEW_REJECTED}
             SELECT d.source_file, d.source_line, i.final_id, 'duplicate_id',
-                   'id ' || i.final_id || ' is already used by ' || k.source_file || ' line ' || k.source_line, '{STAGE}'
+                   'id ' || i.final_id || ' is already used by ' || k.source_file || ' line ' || k.source_line
+                   || ' (ids are compared as text: 1 and "1" are the same id)', '{STAGE}'
             FROM ingest_ids i
             JOIN {RAW_DOCS} d ON d.src_idx = i.src_idx AND d.batch_idx = i.batch_idx AND d.pos = i.pos
             JOIN {RAW_DOCS} k ON k.src_idx = i.k_src AND k.batch_idx = i.k_batch AND k.pos = i.k_pos

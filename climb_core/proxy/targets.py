@@ -73,7 +73,16 @@ def resolve_path(path: str) -> Path:
     for base in (Path.cwd(), REPO_ROOT):
         if (base / p).exists():
             return base / p
+    if not p.suffix and len(p.parts) == 1:
+        # A bare name is meant as a bundled set (arc_easy, piqa, ...): say which ones exist.
+        raise TargetError(f"target {path!r}: no bundled eval set of that name; known: {', '.join(bundled_names())} "
+                          f"(or give a file: mc:PATH, text:PATH)")
     raise TargetError(f"target file {path!r} not found in {Path.cwd()} or {REPO_ROOT}")
+
+
+def bundled_names() -> list[str]:
+    """Names of the bundled evaluation sets (data/eval/*.jsonl), as `--target` accepts them."""
+    return sorted(p.stem for p in BUNDLED_EVAL.glob("*.jsonl"))
 
 
 def target_name(spec: TargetSpec) -> str:
@@ -95,20 +104,33 @@ def _sample(n: int, max_items: int, seed: int = 0) -> np.ndarray:
 
 def read_mc_items(path: Path) -> list[dict]:
     items = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TargetError(f"{path}:{line_no}: not valid JSON ({err})") from err
-            choices, label = rec.get("choices"), rec.get("label")
-            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-                raise TargetError(f"{path}:{line_no}: 'choices' must be a list of at least two strings")
-            if not isinstance(label, int) or not 0 <= label < len(choices):
-                raise TargetError(f"{path}:{line_no}: 'label' must be an integer index into 'choices', got {label!r}")
-            items.append({"context": str(rec.get("context") or ""), "choices": choices, "label": label})
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise TargetError(f"{path}: cannot read the target file ({err.strerror or err})") from err
+    for line_no, data in enumerate(raw.split(b"\n"), 1):
+        if not data.strip():
+            continue
+        try:
+            line = data.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise TargetError(f"{path}:{line_no}: not UTF-8 (byte 0x{data[err.start]:02x} at column "
+                              f"{err.start + 1})") from err
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TargetError(f"{path}:{line_no}: not valid JSON ({err})") from err
+        if not isinstance(rec, dict):
+            raise TargetError(f"{path}:{line_no}: expected a JSON object {{context, choices, label}}, "
+                              f"got a {type(rec).__name__}")
+        choices, label = rec.get("choices"), rec.get("label")
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            raise TargetError(f"{path}:{line_no}: 'choices' must be a list of at least two strings")
+        # bool is a subclass of int: `"label": true` would silently mean choice 1.
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(choices):
+            raise TargetError(f"{path}:{line_no}: 'label' must be an integer index into 'choices' "
+                              f"(0 to {len(choices) - 1}), got {label!r}")
+        items.append({"context": str(rec.get("context") or ""), "choices": choices, "label": label})
     return items
 
 
@@ -234,6 +256,94 @@ def load_targets(ws: Workspace | None, specs: list[TargetSpec], tokenizer) -> li
     return out
 
 
+def validate_targets(ws: Workspace | None, specs: list[TargetSpec]) -> None:
+    """Check every target component as far as can be done without a tokenizer, so a bad target is
+    refused before a search or study records anything, not found inside its first proxy run.
+
+    MC files are read in full (file and line named for any fault); text files are decoded; a
+    'cluster:ID' must name an active cluster and a 'query:' predicate must compile and match a
+    document on the read-only connection. Raises TargetError (or ConfigError for a bad key)."""
+    from climb_core.config import validate_target_specs
+
+    if not specs:
+        raise TargetError("no target: pass --target (e.g. arc_easy, mc:PATH, text:PATH or text:cluster:ID)")
+    validate_target_specs(specs)
+    for spec in specs:
+        name = target_name(spec)
+        if spec.kind == "mc":
+            path = resolve_path(spec.path)
+            if not read_mc_items(path):
+                raise TargetError(f"target {name}: {path} holds no items")
+        elif spec.path.startswith("cluster:"):
+            _check_cluster_target(ws, spec.path)
+        elif spec.path.startswith("query:"):
+            if ws is None:
+                raise TargetError("a 'query:' target needs a workspace")
+            if _count_query(ws, spec.path.split(":", 1)[1]) == 0:
+                raise TargetError(f"target {spec.path!r}: the predicate matches no document")
+        else:
+            path = resolve_path(spec.path)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise TargetError(f"{path}: not UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start})") from err
+            except OSError as err:
+                raise TargetError(f"{path}: cannot read the target file ({err.strerror or err})") from err
+            if path.suffix == ".jsonl":
+                for line_no, line in enumerate(text.splitlines(), 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise TargetError(f"{path}:{line_no}: not valid JSON ({err})") from err
+                    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                        raise TargetError(f"{path}:{line_no}: expected a JSON object with a string 'text'")
+            if not text.strip():
+                raise TargetError(f"target {name}: {path} has no text")
+    names = [target_name(s) for s in specs]
+    if len(set(names)) != len(names):
+        raise TargetError(f"target names must differ: {names}; give each a 'name'")
+
+
+def _check_cluster_target(ws: Workspace | None, src: str) -> None:
+    if ws is None:
+        raise TargetError("a 'cluster:' target needs a workspace")
+    raw = src.split(":", 1)[1].strip()
+    active = [int(r[0]) for r in ws.query_df("SELECT cluster_id FROM clusters WHERE state = 'active' "
+                                               "ORDER BY cluster_id").itertuples(index=False)]
+    shown = ", ".join(map(str, active[:50])) + (" ..." if len(active) > 50 else "")
+    hint = f"active clusters: {shown}" if active else f"no active clusters yet; run `climb refine {ws.root}`"
+    try:
+        cid = int(raw)
+    except ValueError:
+        raise TargetError(f"target {src!r}: {raw!r} is not a cluster id; {hint}") from None
+    if cid not in active:
+        raise TargetError(f"target {src!r}: cluster {cid} is not an active cluster; {hint} "
+                          f"(`climb status {ws.root}` lists them)")
+
+
+def _count_query(ws: Workspace, predicate: str) -> int:
+    """How many documents a query target's predicate matches: the same guarded path as `_query_texts`
+    (one SELECT on a read-only connection without file access), so a syntax error surfaces here."""
+    import duckdb
+
+    sql = f"SELECT count(*) FROM documents WHERE ({predicate})"
+    try:
+        with ws.connect(read_only=True) as con:
+            con.execute("SET enable_external_access = false")
+            statements = con.extract_statements(sql)
+            if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+                raise TargetError(f"target query {predicate!r}: a query target is one SQL predicate over "
+                                  "documents (e.g. text ILIKE '%court%'), not further statements")
+            return int(con.execute(sql).fetchone()[0])
+    except TargetError:
+        raise
+    except Exception as err:  # a user's SQL: report it as theirs
+        raise TargetError(f"target query {predicate!r} is not a valid predicate over documents: "
+                          f"{str(err).splitlines()[0]}") from err
+
+
 def score_target(proxy, target: Target) -> dict[str, float]:
     """Every metric of one component, keyed 'name/metric'."""
     logprobs = proxy.sequence_logprobs(target.sequences)
@@ -284,5 +394,9 @@ def parse_target(text: str) -> TargetSpec:
         key, _, value = opt_text.partition("=")
         if key not in {"metric", "weight", "max_items", "name"}:
             raise ConfigError(f"--target option {key!r} unknown (metric, weight, max_items, name)")
-        setattr(spec, key, type(getattr(spec, key))(value))
+        typ = type(getattr(spec, key))
+        try:
+            setattr(spec, key, typ(value))
+        except ValueError as err:
+            raise ConfigError(f"--target {text!r}: {key}={value!r} is not {'an integer' if typ is int else 'a number'}") from err
     return spec

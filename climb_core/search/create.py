@@ -85,8 +85,14 @@ def new_search_id() -> str:
 def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None, search_id: str | None = None) -> str:
     """Record a new search: a snapshot of the active clusters, their labels and prior, and the config.
 
-    `search_id` lets a caller (the dashboard) name the search before a worker process creates it."""
+    `search_id` lets a caller (the dashboard) name the search before a worker process creates it.
+    Every key and target is checked first, so a bad one is refused with nothing recorded."""
+    from climb_core.config import validate
+    from climb_core.proxy.targets import validate_targets
+
+    validate(config)
     _check_config(config)
+    validate_targets(ws, config.target.specs)
     strategy = config.search.strategy
     ids, prior = cluster_prior(ws)
     if not ids:

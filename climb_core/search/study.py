@@ -64,8 +64,14 @@ def _now() -> dt.datetime:
 
 
 def create_study(ws: Workspace, config: ClimbConfig, name: str | None = None, study_id: str | None = None) -> str:
+    from climb_core.config import validate
+    from climb_core.proxy.targets import validate_targets
+
     if not config.target.specs:
         raise SearchError("a study needs a target: pass --target (e.g. arc_easy or text:PATH)")
+    # Checked before the study row exists, so a bad key or target leaves nothing behind.
+    validate(config)
+    validate_targets(ws, config.target.specs)
     study_id = study_id or f"study-{_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     if ws.scalar("SELECT count(*) FROM studies WHERE study_id = ?", [study_id]):
         raise SearchError(f"a study {study_id!r} already exists; continue it with --resume {study_id}")

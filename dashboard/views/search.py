@@ -8,7 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from climb_core import jobs, queries
-from climb_core.config import TargetSpec
+from climb_core.config import ConfigError, TargetSpec, validate
+from climb_core.proxy.targets import TargetError, validate_targets
 from dashboard import widgets as w
 
 ws = w.workspace()
@@ -125,7 +126,12 @@ if launch:
             target=dataclasses.replace(base.target, specs=specs),
         )
         try:
+            # The same checks as `climb search`: every key in its range, every target readable.
+            validate(cfg)
+            validate_targets(ws, cfg.target.specs)
             sid = jobs.start_search_job(ws, cfg, name or None)
+        except (ConfigError, TargetError) as err:
+            st.error(str(err))
         except Exception as err:  # noqa: BLE001 - shown to the user
             st.error(f"{type(err).__name__}: {err}")
         else:

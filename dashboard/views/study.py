@@ -8,8 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from climb_core import jobs
+from climb_core.config import ConfigError, validate
 from climb_core.search import list_studies, study_report
 from climb_core.search.study import report_figures
+from climb_core.proxy.targets import TargetError, validate_targets
 from dashboard import widgets as w
 
 ws = w.workspace()
@@ -45,7 +47,12 @@ if go_:
             base.study, strategies=list(strategies), predictors=list(predictors) or ["auto"], seeds=int(seeds),
             final_kind=final_kind, final_token_multiple=float(multiple), final_seeds=int(final_seeds)))
         try:
+            # The same checks as `climb study`: every key in its range, every target readable.
+            validate(cfg)
+            validate_targets(ws, cfg.target.specs)
             sid = jobs.start_study_job(ws, cfg, name or None)
+        except (ConfigError, TargetError) as err:
+            st.error(str(err))
         except Exception as err:  # noqa: BLE001 - shown to the user
             st.error(f"{type(err).__name__}: {err}")
         else:

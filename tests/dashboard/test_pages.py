@@ -158,6 +158,22 @@ def test_cluster_edits_and_undo(ws, monkeypatch):
     assert int(ws.scalar("SELECT count(*) FROM doc_clusters WHERE cluster_id = ?", [new_id])) == n_docs
 
 
+@pytest.mark.parametrize("text_target, words", [
+    ("cluster:9999", "cluster 9999 is not an active cluster"),
+    ("query:text ILIKE", "is not a valid predicate over documents"),
+    ("/nonexistent.txt", "/nonexistent.txt does not exist"),
+])
+def test_search_page_refuses_a_bad_target_before_starting(ws, monkeypatch, text_target, words):
+    """The page runs the same target checks as `climb search`: an error naming the target, no job, no search."""
+    n_searches, n_jobs = len(queries.searches(ws)), ws.scalar("SELECT count(*) FROM jobs")
+    at = open_page(ws, "search", monkeypatch)
+    widget(at.text_area, "Text targets").set_value(text_target)
+    widget(at.button, "Launch search").click().run()
+    assert any(words in e.value for e in at.error), [e.value for e in at.error]
+    assert not any("Traceback" in e.value or e.value.startswith(("TargetError", "ConfigError")) for e in at.error)
+    assert len(queries.searches(ws)) == n_searches and ws.scalar("SELECT count(*) FROM jobs") == n_jobs
+
+
 @pytest.mark.parametrize("edited", [False, True], ids=["tokens-current", "clusters-edited"])
 def test_launch_search_from_the_page(ws, monkeypatch, edited):
     if edited:
@@ -291,7 +307,8 @@ def test_study_page_shows_a_finished_study(ws, monkeypatch):
     cfg.study.strategies = ["climb", "natural"]
     cfg.study.seeds = 1
     cfg.study.final_seeds = 2
-    cfg.target.specs = [TargetSpec(kind="text", path="synthetic-objective.jsonl", name="synthetic")]
+    # The synthetic objective never reads the target, but create_study checks that it exists.
+    cfg.target.specs = [TargetSpec(kind="mc", path="data/eval/arc_easy.jsonl", name="synthetic")]
     sid = create_study(ws, cfg, name="page study")
     run_study(ws, sid, objective=objective, progress=False)
     at = open_page(ws, "study", monkeypatch)
