@@ -391,19 +391,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     ws = _open(args.workspace)
     out = Path(args.out).resolve()
     manifest = export_search(ws, args.run, out, tokens=args.tokens, config=ws.load_config(), force=args.force,
-                             formats=args.formats)
+                             formats=args.formats, tokenizer=args.tokenizer, sample=True if args.sample else None,
+                             progress=not args.quiet)
     _print(f"exported the {manifest['source']} of search {manifest['search_id']} to {out}: "
            f"{manifest['docs']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['files'])} Parquet file(s)")
     for c in sorted(manifest["clusters"], key=lambda c: -c["weight"]):
-        repeat = f", repeated {c['epochs']:.1f}x" if c["epochs"] > 1 else ""
+        distinct = c.get("distinct_docs", c["docs"])
+        repeat = (f", repeated {c['epochs']:.1f}x ({distinct:,} distinct documents)"
+                  if c["epochs"] > 1 or distinct < c["docs"] else "")
         _print(f"   #{c['cluster_id']:<5} weight {c['weight']:6.1%} share {c['share']:6.1%}  {c['docs']:>6} docs  "
                f"{c['tokens']:>9,} tokens{repeat}  {c['label']}")
+    trainer = manifest.get("trainer_data")
+    if trainer:
+        valid = trainer.get("valid") or {}
+        _print(f"   Megatron-LM/NeMo data ({trainer['documents']}, tokenizer {trainer['tokenizer']['name']}): "
+               f"{sum(c['docs'] for c in trainer['clusters']):,} documents, "
+               f"{sum(c['tokens'] for c in trainer['clusters']):,} tokens in {len(trainer['clusters'])} cluster files; "
+               f"validation {valid.get('docs', 0):,} held-out documents")
     held = manifest["held_out"]
     _print(f"   shares within {manifest['max_share_deviation']:.2%} of the weights ({manifest['token_count']}); "
            f"left out {held['docs']:,} held-out documents and {held['duplicates']:,} copies of them")
     extra = ", ".join(f for names in manifest["formats"].values() for f in names)
     _print(f"   weights.json, manifest.json{', ' + extra if extra else ''} beside them; "
            f"load with {manifest['load_with'].replace('<dir>', str(out))}")
+    if "megatron" in manifest["formats"]:
+        _print(f"   Megatron-LM: pretrain_gpt.py --data-args-path {out / 'megatron-blend.txt'} (or "
+               f"--per-split-data-args-path {out / 'megatron-blend.json'}); see docs/export.md")
+    if args.push_to_hub:
+        from climb_core.export.formats import push_to_hub
+
+        url = push_to_hub(out, args.push_to_hub, private=args.private)
+        _print(f"   pushed the card, shards, weights.json and manifest.json to {url}")
     return 0
 
 
@@ -612,8 +630,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (an earlier export there is replaced)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder that is not an earlier export")
     p.add_argument("--formats", default="hf,megatron,nemo", metavar="LIST",
-                   help="trainer files beside the shards: hf (dataset card), megatron, nemo (blends and per-cluster "
-                        "JSONL), comma-separated, or none (default: all)")
+                   help="trainer files beside the shards: hf (dataset card), megatron, nemo (tokenised .bin/.idx per "
+                        "cluster, blends, per-cluster JSONL), comma-separated, or none (default: all)")
+    p.add_argument("--tokenizer", default=None, metavar="TOKENIZER",
+                   help="tokenizer of the Megatron-LM/NeMo files: a Hugging Face tokenizer folder, a tokenizer.json, or a "
+                        "name in the local Hugging Face cache (nothing is downloaded); default export.tokenizer, else "
+                        "the workspace's own")
+    p.add_argument("--sample", action="store_true",
+                   help="Megatron-LM/NeMo files hold the Parquet shards' token-budget sample (repeats included) instead "
+                        "of every training document of each cluster once with the weights in the blend")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO",
+                   help="upload the card, shards, weights.json and manifest.json to this Hugging Face dataset repo "
+                        "(needs network and a token: huggingface-cli login or HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("edit", help="rename, prune, restore, merge, split clusters; undo; log")

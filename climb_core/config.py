@@ -254,6 +254,12 @@ class ExportConfig:
     tokens: int = opt(1_000_000, "Tokens in the exported dataset (approximate; whole documents are kept).", ge=1)
     shard_docs: int = opt(50_000, "Documents per Parquet shard.", ge=1)
     seed: int = opt(0, "Random seed for sampling documents.", ge=0, le=2**32 - 1)
+    tokenizer: str = opt("", "Tokenizer of the Megatron-LM/NeMo files: a Hugging Face tokenizer folder, a tokenizer.json, or the name of a tokenizer in the local Hugging Face cache (nothing is downloaded); empty: the workspace's own tokenizer.")
+    sample: bool = opt(False, "Megatron-LM/NeMo files hold the token-budget sample (repeats included) instead of every training document of each cluster once, with the weights in the blend.")
+    license: str = opt("other", "The dataset card's license (a Hub licence id); 'other' says the source corpus's licence applies.")
+    language: list[str] = opt(["en"], "The dataset card's languages (ISO 639-1 codes of the corpus).")
+    source_datasets: list[str] = opt([], "The dataset card's source_datasets (e.g. extended|<hub id of the corpus>); empty: extended.")
+    pretty_name: str = opt("", "The dataset card's title; empty: CLIMB mixture <search id>.")
 
 
 @dataclass

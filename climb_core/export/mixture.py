@@ -12,9 +12,12 @@ score on) are left out, and so are training documents whose text is a copy of on
 the export is then still measured on text it has not seen.
 
 The shards (columns text, doc_id, cluster_id, cluster_label) load with
-`datasets.load_dataset("parquet", data_files=...)`; climb_core.export.formats writes the files for
-Megatron-LM, NeMo and the Hugging Face Hub beside them. The folder is built under a temporary name
-and moved into place when complete, so a reader never sees shards of two exports mixed.
+`datasets.load_dataset("parquet", data_files=...)`. For Megatron-LM and NeMo the export tokenises, with
+the trainer's tokenizer, every training document of each weighted cluster once (or, with `sample`, the
+shards' documents) into Megatron indexed datasets, and the held-out documents into a validation one;
+climb_core.export.formats writes the blends and the Hugging Face card beside them. The folder is built
+under a temporary name and moved into place when complete, so a reader never sees files of two
+exports mixed.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from climb_core.export import formats as export_formats
+from climb_core.export import trainer_files
 
 from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError
@@ -220,7 +224,7 @@ def _sample(ws: Workspace, tok, ids: list[int], labels: list[str], weights: np.n
                               "it was edited after the search; re-run the search or export another run")
         g = by_cluster.get(cid)
         train = g[~(g["dup"].astype(bool) | g["contaminated"])] if g is not None else None
-        report = {"cluster_id": cid, "label": label, "weight": float(w), "docs": 0, "tokens": 0,
+        report = {"cluster_id": cid, "label": label, "weight": float(w), "docs": 0, "distinct_docs": 0, "tokens": 0,
                   "available_tokens": int(n_train.get(cid, 0)), "epochs": 0.0, "passes": 0,
                   "held_out_docs": int(n_held.get(cid, 0)), "held_out_duplicates": int(g["dup"].sum()) if g is not None else 0,
                   "contaminated_excluded": int(g["contaminated"].sum()) if g is not None else 0}
@@ -233,7 +237,7 @@ def _sample(ws: Workspace, tok, ids: list[int], labels: list[str], weights: np.n
             picked, got, passes = _sample_cluster(train["doc_idx"].to_numpy(), ntok, want, rng)
             sel_idx.extend(picked)
             sel_cluster.extend([cid] * len(picked))
-            report.update(docs=len(picked), tokens=got, available_tokens=int(ntok.sum()),
+            report.update(docs=len(picked), distinct_docs=len(set(picked)), tokens=got, available_tokens=int(ntok.sum()),
                           epochs=round(got / int(ntok.sum()), 4), passes=passes if picked else 0)
         per_cluster.append(report)
     total = sum(c["tokens"] for c in per_cluster)
@@ -325,35 +329,83 @@ def _write_shards(ws: Workspace, out: Path, sel: pd.DataFrame, label_df: pd.Data
     return files
 
 
-def _write_cluster_files(ws: Workspace, out: Path, sel: pd.DataFrame, label_df: pd.DataFrame, shard_docs: int) -> list[dict]:
-    """Each cluster's sampled documents as JSONL (the input of Megatron's preprocess_data.py)."""
-    def rows(part: pd.DataFrame) -> Iterator[tuple[str, str]]:
-        for start in range(0, len(part), shard_docs):
-            yield from _shard_rows(ws, part.iloc[start:start + shard_docs], label_df)[["text", "doc_id"]].itertuples(index=False)
+def _doc_texts(ws: Workspace, doc_idx: np.ndarray, batch: int) -> Iterator[tuple[str, str]]:
+    """(text, doc_id) of each of `doc_idx`, in that order (a repeated index gives its document again)."""
+    for lo in range(0, len(doc_idx), batch):
+        chunk = pd.DataFrame({"doc_idx": doc_idx[lo:lo + batch], "pos": np.arange(lo, min(lo + batch, len(doc_idx)))})
+        with ws.connect() as con:
+            con.register("chunk", chunk)
+            yield from con.execute(
+                "SELECT coalesce(d.text, ''), d.doc_id FROM chunk c JOIN documents d USING (doc_idx) "
+                "WHERE d.doc_idx BETWEEN ? AND ? ORDER BY c.pos", [int(chunk.doc_idx.min()), int(chunk.doc_idx.max())]).fetchall()
 
-    files = []
-    for cid, part in sel.groupby("cluster_id", sort=True):
-        name = export_formats.cluster_file(int(cid))
-        files.append({"cluster_id": int(cid), "file": name, "docs": export_formats.write_cluster_jsonl(out / name, rows(part))})
-    return files
+
+def _trainer_docs(ws: Workspace, ids: list[int], weights: np.ndarray, split: pd.DataFrame, sel: pd.DataFrame,
+                  sample: bool) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """({cluster: doc_idx of its training files}, doc_idx of the validation file). Whole clusters: every
+    training document of each weighted cluster once (held-out copies and flagged ones left out, as in
+    the sample). Sample: the shards' rows of each cluster, repeats included."""
+    weighted = [c for c, w in zip(ids, weights) if w > 0]
+    if sample:
+        per = {int(c): g["doc_idx"].to_numpy(dtype=np.int64) for c, g in sel.groupby("cluster_id", sort=True)}
+    else:
+        cand = _candidates(ws, split, weighted)
+        keep = cand[~(cand["dup"].astype(bool) | cand["contaminated"])]
+        per = {int(c): g["doc_idx"].to_numpy(dtype=np.int64) for c, g in keep.groupby("cluster_id", sort=True)}
+    per = {c: per[c] for c in weighted if c in per and len(per[c])}
+    held = split[split.val & split.cluster_id.isin(list(per))]
+    return per, held["doc_idx"].to_numpy(dtype=np.int64)
+
+
+def _write_trainer_data(ws: Workspace, out: Path, ids: list[int], labels: list[str], weights: np.ndarray,
+                        docs: dict[int, np.ndarray], valid: np.ndarray, tokenizer: trainer_files.TrainerTokenizer,
+                        batch: int, sample: bool, progress: bool) -> dict[str, Any]:
+    """Each cluster's documents as JSONL and as a Megatron indexed dataset in `tokenizer`, and the
+    held-out documents likewise; returns the manifest's description of them."""
+    from tqdm.auto import tqdm
+
+    label = dict(zip(ids, labels))
+    weight = dict(zip(ids, (float(w) for w in weights)))
+
+    def write(name: str, prefix: str, doc_idx: np.ndarray) -> dict[str, Any]:
+        jsonl = f"{export_formats.CLUSTER_DIR}/{name}.jsonl"
+        n = trainer_files.write_documents_jsonl(out / jsonl, _doc_texts(ws, doc_idx, batch))
+        stats = trainer_files.write_tokenized_documents(out / prefix, trainer_files.jsonl_texts(out / jsonl), tokenizer)
+        return {"prefix": prefix, "jsonl": jsonl, "docs": n, "tokens": stats["tokens"]}
+
+    clusters = []
+    for cid in tqdm(list(docs), desc="trainer files", unit="cluster", disable=not progress):
+        clusters.append({"cluster_id": cid, "label": label[cid], "weight": weight[cid],
+                         **write(f"cluster-{cid}", export_formats.cluster_prefix(cid), docs[cid])})
+    held = (write(export_formats.VALID_NAME, f"{export_formats.CLUSTER_DIR}/{export_formats.VALID_NAME}_text_document", valid)
+            if len(valid) else None)
+    return {"documents": "sample" if sample else "whole clusters",
+            "tokenizer": {"name": tokenizer.name, "vocab_size": tokenizer.vocab_size, "eod": tokenizer.eod,
+                          "dtype": trainer_files.indexed_dtype(tokenizer.vocab_size).name},
+            "clusters": clusters, "valid": held}
 
 
 # --------------------------------------------------------------------------- export
 
 def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = None, *, tokens: int | None = None,
                   config: ClimbConfig | None = None, which: str = "final", force: bool = False,
-                  formats: str | list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+                  formats: str | list[str] | tuple[str, ...] | None = None, tokenizer: str | None = None,
+                  sample: bool | None = None, progress: bool = False) -> dict[str, Any]:
     """Write weights.json, Parquet shards of about `tokens` tokens sampled by the weights, the trainer
     files of `formats` (default all of export_formats.FORMATS) and manifest.json into `out_dir`,
     replacing an earlier export there.
 
     which: 'final' (the search's answer), 'best' (the best trained run) or a run_id. force: replace a
-    non-empty folder that is not an earlier export. Returns the manifest."""
+    non-empty folder that is not an earlier export. tokenizer: the Megatron-LM/NeMo files' tokenizer (a
+    Hugging Face tokenizer folder, a tokenizer.json or a locally cached name; default export.tokenizer,
+    else the workspace's). sample: those files hold the shards' sample instead of whole clusters
+    (default export.sample). Returns the manifest."""
     config = config or ws.load_config()
     ecfg = config.export
     tokens = int(tokens if tokens is not None else ecfg.tokens)
     if tokens < 1:
         raise ExportError(f"export tokens {tokens}: give a positive number of tokens (--tokens, export.tokens >= 1)")
+    sample = bool(ecfg.sample if sample is None else sample)
     try:
         fmts = export_formats.parse_formats(formats)
     except ValueError as err:
@@ -364,6 +416,17 @@ def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = No
     export_id = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     out = _output_dir(ws, out_dir, export_id, force)
     tok, thash, val_fraction, seed, n_train = _token_setup(ws)
+    trainer_tok = None
+    if {"megatron", "nemo"} & set(fmts):
+        from climb_core.pipeline.tokens import TOKENIZER_FILE
+
+        try:
+            if "megatron" in fmts:
+                trainer_files.check_blend_path(str(out))
+            trainer_tok = trainer_files.load_trainer_tokenizer(tokenizer if tokenizer is not None else ecfg.tokenizer,
+                                                               ws.tokens_dir / TOKENIZER_FILE)
+        except trainer_files.TrainerFileError as err:
+            raise ExportError(f"cannot write the Megatron-LM/NeMo files of {out}: {err}") from err
 
     split = _split(ws, sorted(set(ids) | set(n_train)), val_fraction, seed)
     rng = np.random.default_rng([ecfg.seed, 11])
@@ -387,8 +450,13 @@ def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = No
     try:
         (tmp / "weights.json").write_text(json.dumps(base, indent=2), encoding="utf-8")
         files = _write_shards(ws, tmp, sel, label_df, shard_docs)
-        cluster_files = (_write_cluster_files(ws, tmp, sel, label_df, shard_docs)
-                         if {"megatron", "nemo"} & set(fmts) else [])
+        trainer_data = None
+        if trainer_tok is not None:
+            docs, valid = _trainer_docs(ws, ids, weights, split, sel, sample)
+            trainer_data = _write_trainer_data(ws, tmp, ids, labels, weights, docs, valid, trainer_tok,
+                                               min(shard_docs, DOC_BATCH), sample, progress)
+        cluster_files = [{"cluster_id": c["cluster_id"], "file": c["jsonl"], "docs": c["docs"]}
+                         for c in (trainer_data or {}).get("clusters", [])]
         manifest = {**base, "requested_tokens": tokens, "tokens": n_tokens, "docs": len(sel),
                     "token_count": f"tokenizer {thash}: each document's tokens plus one end-of-text token",
                     "tokenizer_hash": thash,
@@ -398,9 +466,14 @@ def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = No
                                  "duplicates": int(sum(c["held_out_duplicates"] for c in per_cluster))},
                     "scores": _scores(ws, search_id, row, which, run_ids),
                     "clusters": per_cluster, "files": files, "cluster_files": cluster_files,
+                    "trainer_data": trainer_data,
                     "created_at": dt.datetime.now().isoformat(), "seed": ecfg.seed,
                     "load_with": "datasets.load_dataset('parquet', data_files='<dir>/part-*.parquet')"}
-        manifest["formats"] = export_formats.write_formats(tmp, out, manifest, fmts)
+        card = {"license": ecfg.license, "language": ecfg.language, "source_datasets": ecfg.source_datasets,
+                "pretty_name": ecfg.pretty_name}
+        manifest["formats"] = export_formats.write_formats(tmp, out, manifest, fmts, card)
+        if trainer_data is not None and "megatron" in fmts:
+            trainer_data["megatron_data_path"] = trainer_files.megatron_data_path(export_formats.blend_pairs(trainer_data, out))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         _swap_in(tmp, out)
     finally:

@@ -32,7 +32,17 @@ cfg = ws.load_config()
 c1, c2 = st.columns(2)
 tokens = c1.number_input("Tokens in the dataset", 1000, 10**13, int(cfg.export.tokens), step=100_000)
 out_dir = c2.text_input("Output folder", str(ws.exports_dir / sid))
-if st.button("Export", type="primary", disabled=not info.get("final_weights")):
+spaced = any(ch.isspace() for ch in str(Path(out_dir).expanduser().resolve()))
+if spaced:
+    # Megatron-LM splits its blend on whitespace, so the export refuses such a folder for that format.
+    st.error("The output folder's path holds whitespace, which Megatron-LM's blend cannot carry; choose a path without spaces.")
+st.caption(
+    "Writes Parquet shards of the token-budget sample (Hugging Face datasets), and for Megatron-LM and NeMo every "
+    "training document of each weighted cluster once, tokenised with "
+    + (f"`{cfg.export.tokenizer}`" if cfg.export.tokenizer else "the workspace tokenizer")
+    + (" (the sample instead of whole clusters)" if cfg.export.sample else "")
+    + ", with the weights in the blend ([export] tokenizer and sample in the workspace settings; see docs/export.md).")
+if st.button("Export", type="primary", disabled=not info.get("final_weights") or spaced):
     job = jobs.start_export_job(ws, sid, out_dir, int(tokens))
     st.session_state["export_job"] = job
     st.rerun()
@@ -71,6 +81,23 @@ try:
     manifest = json.loads(row["manifest_json"]) if row["manifest_json"] else {}
 except ValueError:
     manifest = {}
+clusters = manifest.get("clusters") or []
+if clusters:
+    st.caption("Per cluster: rows in the Parquet sample, how many distinct documents they are, and how often the "
+               "cluster was repeated to reach its share.")
+    st.dataframe([{"cluster": c["cluster_id"], "label": c["label"], "weight": round(c["weight"], 4),
+                   "share": round(c.get("share", 0.0), 4), "rows": c["docs"],
+                   "distinct documents": c.get("distinct_docs", c["docs"]), "epochs": c["epochs"]}
+                  for c in clusters], hide_index=True)
+trainer = manifest.get("trainer_data") or {}
+if trainer:
+    out = row["path"]
+    st.markdown("**Train on it** (more in docs/export.md)")
+    st.code(f'datasets.load_dataset("{out}", split="train")', language="python")
+    if "megatron" in (manifest.get("formats") or {}):
+        st.code(f"pretrain_gpt.py ... --per-split-data-args-path {out}/megatron-blend.json", language="bash")
+    if "nemo" in (manifest.get("formats") or {}):
+        st.code(f'llm.PreTrainingDataModule(paths=json.load(open("{out}/nemo-blend-splits.json")), ...)', language="python")
 st.json(manifest, expanded=False)
 folder = Path(row["path"])
 files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
