@@ -68,6 +68,10 @@ def _context(job: ProxyJob) -> tuple[list, dict[str, Any]]:
 
 
 def run_proxy_job(job: ProxyJob) -> ProxyResult:
+    if job.proxy.kind == "command":
+        from climb_core.proxy.command import run_command_job
+
+        return run_command_job(job)
     t0 = time.perf_counter()
     files, ctx = _context(job)
     # From here on no DuckDB connection is open: training reads only the memmaps.
