@@ -87,7 +87,7 @@ def overhead(ws, runs: int) -> None:
     med = lambda xs: float(np.median(xs))  # noqa: E731
     print(f"in process {med(t_in):.3f} s/run; the command by hand {med(own):.3f} s, overhead "
           f"{med(over):.3f} s (max {max(over):.3f}); no-op command {med(noop):.3f} s; job folder {prep:.3f} s/run")
-    emit("command", "command path overhead per run (wall - command lifetime), n-gram proxy",
+    emit("bench_command.py", "command path overhead per run (wall - command lifetime), n-gram proxy",
          f"{runs} runs, demo corpus 10 clusters", f"{med(over) + prep:.3f} s", "goal 0.5 s",
          f"in-process run {med(t_in):.2f} s, command by hand {med(own):.2f} s, no-op command {med(noop):.3f} s")
 
@@ -106,10 +106,10 @@ def known_answer(ws, seeds: int, budget: int) -> None:
             print(f"{strategy} seed {seed}: final true score {finals[strategy][-1]:.4f} ({time.perf_counter() - t0:.0f} s)")
     mean = {k: float(np.mean(v)) for k, v in finals.items()}
     print("mean final true score (0 = optimum):", {k: round(v, 4) for k, v in mean.items()})
-    emit("command", "known-answer search through command proxies: final true score (0 = optimum)",
+    emit("bench_command.py", "known-answer search through command proxies: final true score (0 = optimum)",
          f"synthetic objective, 10 clusters, budget {budget}, {seeds} seeds",
          f"climb {mean['climb']:.4f}", f"regmix {mean['regmix']:.4f}, random {mean['random']:.4f}",
-         f"climb/random gap {mean['random'] - mean['climb']:+.4f}")
+         f"climb - random {mean['climb'] - mean['random']:+.4f}, climb - regmix {mean['climb'] - mean['regmix']:+.4f}")
 
 
 def main() -> None:
