@@ -69,9 +69,17 @@ STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
         ("--budget", "search.budget", int, "total proxy runs"),
         ("--rounds", "search.rounds", int, "bootstrap rounds (climb; 0 = by budget)"),
         ("--round-split", "search.round_split", str, "relative budget per round, e.g. 4,2,1 (default: by budget)"),
-        ("--executor", "search.executor", str, "local, process or ray"),
+        ("--executor", "search.executor", str, "auto, local, process, ray or slurm"),
         ("--workers", "search.workers", int, "parallel proxy runs"),
-        ("--proxy", "proxy.kind", str, "ngram (fast) or gpt"),
+        ("--proxy", "proxy.kind", str, "ngram (fast), gpt, or command (your own trainer: --proxy-command)"),
+        ("--proxy-command", "proxy.command", str, "command proxies: shell template run per proxy run, {job} = its job folder"),
+        ("--command-timeout", "proxy.command_timeout_s", float, "command proxies: seconds before a run is killed (0 = none)"),
+        ("--lm-eval-include", "target.lm_eval_include", str, "folders of your own lm-eval task YAMLs (comma-separated)"),
+        ("--slurm-cluster", "slurm.cluster", str, "--executor slurm: slurm, or local to run the jobs here"),
+        ("--partition", "slurm.partition", str, "--executor slurm: partition"),
+        ("--gpus-per-run", "slurm.gpus_per_run", int, "--executor slurm: GPUs per proxy run"),
+        ("--time-min", "slurm.time_min", int, "--executor slurm: time limit per run in minutes"),
+        ("--sbatch", "slurm.extra_sbatch", str, "--executor slurm: extra sbatch flags, e.g. account=proj,qos=high"),
         ("--tokens", "proxy.tokens", int, "training tokens per proxy"),
         ("--proxy-device", "proxy.device", str, "auto, cpu or cuda"),
         ("--n-layer", "proxy.n_layer", int, "GPT layers"),
@@ -360,6 +368,14 @@ def _print_search(rep: dict[str, Any]) -> None:
         name = "verification" if rnd == verify_round else f"round {rnd}"
         chosen = "" if r is None else f"   predictor {r.get('predictor') or '?'}" + ("" if sp is None else f" (CV Spearman {sp:.2f})")
         _print(f"   {name}: {len(scores):>3} runs  mean {sum(scores) / len(scores):.4f}  best {max(scores):.4f}{chosen}")
+    for run in rep.get("runs", []):
+        if run["status"] == "running":
+            _print(f"   running: {run['run_id']}")
+        elif run["status"] == "failed" and run.get("error"):
+            lines = str(run["error"]).rstrip().splitlines()
+            _print(f"   failed: {run['run_id']}: {lines[0]}")
+            for line in lines[1:][-10:]:  # the stderr tail a command proxy left
+                _print(f"      | {line}")
     best = rep.get("best_run")
     if best:
         _print(f"   best trained run {best['run_id']}: score {best['score']:.4f}")
@@ -592,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search the mixture (stop any time; continue with --resume)")
     p.add_argument("workspace")
     p.add_argument("--target", action="append", help="target: arc_easy, piqa, hellaswag, winogrande, mc:PATH, "
-                   "text:PATH or text:cluster:ID; options ,metric=M,weight=W,max_items=N (repeatable)")
+                   "text:PATH, text:cluster:ID or lm-eval:TASK; options ,metric=M,weight=W,max_items=N (repeatable)")
     p.add_argument("--metric", help="metric for every multiple-choice target: acc, acc_norm or loglik")
     p.add_argument("--name", help="a name for the search")
     p.add_argument("--resume", metavar="SEARCH_ID", help="continue a stopped or killed search")

@@ -149,7 +149,7 @@ class MixtureConfig:
 
 @dataclass
 class ProxyConfig:
-    kind: str = opt("ngram", "Proxy model: ngram (fast count-based, CPU demos and sweeps) or gpt (a small decoder in torch).", choices=("ngram", "gpt"))
+    kind: str = opt("ngram", "Proxy model: ngram (fast count-based, CPU demos and sweeps), gpt (a small decoder in torch) or command (your own trainer: `command` runs once per proxy run on a job folder, see docs/command-proxies.md).", choices=("ngram", "gpt", "command"))
     tokens: int = opt(200_000, "Training tokens per proxy run. Measured on 2 shared CPU cores: the n-gram trains on 200k in ~0.2 s (scoring 900 MC items ~1.4 s); the default GPT trains at ~4-7k tokens/s, so ~30-60 s per run.", ge=1)
     ngram_order: int = opt(3, "Order of the n-gram proxy.", ge=1)
     ngram_discount: float = opt(0.75, "Absolute discount of the interpolated Kneser-Ney n-gram.", gt=0, lt=1)
@@ -165,14 +165,16 @@ class ProxyConfig:
     device: str = opt("auto", "auto (CUDA when present), cpu or cuda.", pattern=r"auto|cpu|cuda(:\d+)?", pattern_text="auto, cpu, cuda or cuda:N")
     dtype: str = opt("auto", "auto (bf16 on CUDA, float32 on CPU), float32 or bfloat16.", choices=("auto", "float32", "bfloat16"))
     threads: int = opt(0, "torch threads per proxy on CPU (0 = torch's default).", ge=0)
+    command: str = opt("", "For kind = command: the shell command run once per proxy run, with {job} replaced by the run's job folder (also $CLIMB_JOB_DIR). It reads {job}/job.json and writes {job}/result.json ({\"score\": float, \"metrics\": {...}}) or lm-eval's results JSON under {job}.")
+    command_timeout_s: float = opt(0.0, "For kind = command: a run still going after this many seconds is killed (its whole process group) and marked failed; 0 = no limit.", ge=0)
 
 
 @dataclass
 class TargetSpec:
-    kind: str = opt("mc", "mc (multiple choice JSONL {context, choices, label}) or text (held-out text loss).", choices=("mc", "text"))
-    path: str = opt("", "File of the target: a JSONL of MC items or a text/JSONL file; for text, also 'cluster:ID' (that cluster's held-out documents) or 'query:SQL predicate' over documents (those documents are also in the training data unless excluded). Relative paths: the current folder, then the repository (data/eval/...).", nonempty=True)
+    kind: str = opt("mc", "mc (multiple choice JSONL {context, choices, label}), text (held-out text loss) or lm-eval (an lm-evaluation-harness task, named by `path`).", choices=("mc", "text", "lm-eval"))
+    path: str = opt("", "For lm-eval: the task name (e.g. climb_arc_easy, arc_easy). Else the file of the target: a JSONL of MC items or a text/JSONL file; for text, also 'cluster:ID' (that cluster's held-out documents) or 'query:SQL predicate' over documents (those documents are also in the training data unless excluded). Relative paths: the current folder, then the repository (data/eval/...).", nonempty=True)
     name: str = opt("", "Display name (defaults to the file's stem).")
-    metric: str = opt("loglik", "For mc: acc, acc_norm or loglik (mean log-likelihood of the correct choice, continuous); for text: neg_bpb (negative bits per byte).")
+    metric: str = opt("loglik", "For mc: acc, acc_norm or loglik (mean log-likelihood of the correct choice, continuous); for text: neg_bpb (negative bits per byte); for lm-eval: the task's metric as lm-eval reports it (acc, acc_norm, ...).")
     weight: float = opt(1.0, "Weight in the combined score.", ge=0)
     max_items: int = opt(300, "Items (or documents) used from the file (0 = all).", ge=0)
 
@@ -191,6 +193,7 @@ class TargetConfig:
         default_factory=lambda: [TargetSpec(**d) for d in _default_targets()],
         metadata={"doc": "Target components; the score is their weighted mean. Default: the paper's general target (ARC-Easy, PIQA, HellaSwag) from the bundled subsets, scored by log-likelihood."},
     )
+    lm_eval_include: list[str] = opt([], "Folders of lm-evaluation-harness task YAMLs of your own, searched besides lm-eval's tasks and the bundled climb_* tasks (lm-eval targets only).")
 
 
 @dataclass
@@ -230,11 +233,26 @@ class SearchConfig:
     n_pool_samples: int = opt(4000, "Dirichlet samples per round that candidates are drawn from (plus local perturbations of the best runs).", ge=1)
     pool_min: int = opt(128, "Unused since the optimised proposals; kept so configs of older searches still load.", ge=0)
     regmix_top_k: int = opt(128, "RegMix's final mixture is the mean of its top-k predicted mixtures.", ge=1)
-    executor: str = opt("auto", "auto: a round of several n-gram proxies runs on a process pool of `workers` when a core is idle (1-minute load average), the pool started once (~4 s) and kept across the search's rounds; everything else (GPT rounds, which batch instead and use every core through torch) in this process. local (sequential), process (a local process pool) or ray. Threads were measured too and gain no more than processes: see bench/bench_proxy.py --only ngram-round.", choices=("auto", "local", "process", "ray"))
+    executor: str = opt("auto", "auto: a round of several n-gram proxies runs on a process pool of `workers` on a machine with more than one core (the machine's load is not read, so a search runs the same way anywhere), the pool started once (~4 s) and kept across the search's rounds; everything else (GPT rounds, which batch instead and use every core through torch) in this process. local (sequential), process (a local process pool) ray, or slurm (one Slurm job per run through submitit, see [slurm]). Threads were measured too and gain no more than processes: see bench/bench_proxy.py --only ngram-round.", choices=("auto", "local", "process", "ray", "slurm"))
     workers: int = opt(2, "Parallel proxy runs for the process and ray executors, and for auto's n-gram rounds.", ge=1)
     batch_proxies: int = opt(4, "GPT proxies of one round trained together as one stacked model (the same seeds, so the same init and data windows; scores equal to ~1e-5); 1 trains them one at a time. A group starts and finishes as a whole, so a cancel waits for the group in flight. Measured on 2 idle CPU cores at the default size: 1.00x one at a time for groups of 4, 1.12x for 8 (the model is already matmul-bound there); the expected gain is on GPUs, where a small proxy is bound by kernel launches (not yet measured).", ge=1)
     record_every_s: float = opt(1.0, "Finished proxy runs are written to the catalogue at least this often, and at once when a run fails, a round ends or the search stops (0 = after every run). A run that takes longer is always written on its own; below it, one write per run (~15-35 ms to open DuckDB) would cost a tenth of an n-gram proxy. Writes go to a background thread while the next proxy trains; with 0 each is waited for. A kill -9 loses at most this much finished work, which a resume trains again with the same seeds.", ge=0)
     seed: int = opt(0, "Random seed for sampling and proxies.", ge=0, le=2**32 - 1)
+
+
+@dataclass
+class SlurmConfig:
+    """`search.executor = slurm`: one Slurm job per proxy run, submitted with submitit."""
+    cluster: str = opt("slurm", "submitit backend: slurm (sbatch), local (each run a local subprocess, the same code path without a cluster) or debug (in this process).", choices=("slurm", "local", "debug"))
+    partition: str = opt("", "Slurm partition (empty: the cluster's default).")
+    gpus_per_run: int = opt(0, "GPUs per proxy run (--gpus-per-node).", ge=0)
+    cpus_per_run: int = opt(4, "CPUs per proxy run (--cpus-per-task).", ge=1)
+    mem_gb: int = opt(0, "Memory per proxy run in GB (0: the partition's default).", ge=0)
+    time_min: int = opt(60, "Time limit per proxy run in minutes.", ge=1)
+    max_jobs: int = opt(16, "Proxy runs in the queue at once.", ge=1)
+    extra_sbatch: list[str] = opt([], "Extra sbatch flags as KEY=VALUE (e.g. [\"account=myproj\", \"qos=high\"]), passed as slurm_additional_parameters.")
+    setup: list[str] = opt([], "Shell lines run before each job (e.g. [\"module load cuda\", \"source ~/venv/bin/activate\"]).")
+    folder: str = opt("", "Where submitit keeps its scripts and logs (empty: <workspace>/proxy_jobs/slurm).")
 
 
 @dataclass
@@ -278,6 +296,7 @@ class ClimbConfig:
     target: TargetConfig = field(default_factory=TargetConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 

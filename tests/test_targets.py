@@ -53,11 +53,11 @@ def test_multiple_choice_matches_hand_computation(tmp_path):
     assert target.sequences[0].tolist() == [eot, 2, 3, 4]
     assert target.sequences[2].tolist() == [eot, 2, 8, 5]
     assert target.cont_start.tolist() == [3, 3, 1, 1]
-    assert target.cont_bytes.tolist() == [len(" sat"), len(" ran on the mat"), 11, 11]
+    assert target.choice_len.tolist() == [len("sat"), len("ran on the mat"), 11, 11]
 
     score, scores = evaluate_targets(UnigramStub(), [target])
     ll_1 = [math.log(0.05), math.log(0.3 * 0.1 * 0.2 * 0.05)]     # -3.00, -8.11: "sat" wins
-    ll_1_norm = [ll_1[0] / 4, ll_1[1] / 15]                          # -0.75, -0.54: the long choice wins
+    ll_1_norm = [ll_1[0] / 3, ll_1[1] / 14]                          # -1.00, -0.58: the long choice wins
     ll_2 = [math.log(0.2 * 0.2 * 0.3), math.log(0.2 * 0.1 * 0.05)]  # -4.42, -6.91: the wrong one wins
     assert ll_1_norm[1] > ll_1_norm[0]
     assert scores["toy/acc"] == pytest.approx((1 + 0) / 2)
@@ -112,9 +112,9 @@ def test_real_tokenizer_keeps_context_as_prefix_and_query_targets(tmp_path):
     run_tokens(ws, token_config(**{"tokenizer.sample_docs": 75}), progress=False)
     tok = load_tokenizer(ws)
     (arc,) = load_targets(ws, [TargetSpec(kind="mc", path="data/eval/arc_easy.jsonl", max_items=20)], tok)
-    for seq, start, nbytes in zip(arc.sequences, arc.cont_start, arc.cont_bytes):
+    for seq, start, n_chars in zip(arc.sequences, arc.cont_start, arc.choice_len):
         cont_text = tok.decode(seq[start:].tolist())
-        assert cont_text.startswith(" ") and len(cont_text.encode()) == nbytes
+        assert cont_text.startswith(" ") and len(cont_text) - 1 == n_chars
 
     spec = TargetSpec(kind="text", path="query:doc_id LIKE 'legal%'", metric="neg_bpb", max_items=4)
     (q,) = load_targets(ws, [spec], tok)

@@ -1,4 +1,4 @@
-"""Where proxy jobs run: in this process, a local process pool, or Ray; chosen by `search.executor`
+"""Where proxy jobs run: in this process, a local process pool, Ray or Slurm; chosen by `search.executor`
 (`auto`: a pool for n-gram rounds, this process otherwise).
 
 Every executor has one method, `submit_all(fn, jobs, on_start=None, should_stop=None)`, yielding
@@ -188,6 +188,77 @@ class RayExecutor:
         pass
 
 
+class SlurmExecutor:
+    """One Slurm job per proxy run, through submitit (`search.executor = slurm`, settings in [slurm]).
+
+    `slurm.cluster = local` runs each job as a local subprocess by the same submitit code path, so
+    everything but sbatch itself is testable without a cluster. A job that fails, times out or is
+    preempted surfaces as that run's exception; closing early scancels the jobs still queued."""
+
+    def __init__(self, slurm_cfg, workspace=None):
+        try:
+            import submitit
+        except ImportError as err:
+            raise ExecutorError("search.executor = 'slurm' needs submitit: pip install 'climb-studio[slurm]' "
+                                "(or pip install submitit)") from err
+        from pathlib import Path
+
+        folder = slurm_cfg.folder or (str(Path(workspace) / "proxy_jobs" / "slurm") if workspace else "proxy_jobs/slurm")
+        self.workers = max(1, int(slurm_cfg.max_jobs))
+        self.executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=slurm_cfg.cluster or None)
+        params: dict[str, Any] = {"timeout_min": int(slurm_cfg.time_min), "cpus_per_task": int(slurm_cfg.cpus_per_run),
+                                  "gpus_per_node": int(slurm_cfg.gpus_per_run), "tasks_per_node": 1, "nodes": 1,
+                                  "name": "climb-proxy"}
+        if slurm_cfg.mem_gb:
+            params["mem_gb"] = int(slurm_cfg.mem_gb)
+        if self.executor.cluster == "slurm":
+            if slurm_cfg.partition:
+                params["slurm_partition"] = slurm_cfg.partition
+            extra = {}
+            for item in slurm_cfg.extra_sbatch:
+                key, sep, value = str(item).lstrip("-").partition("=")
+                if not key:
+                    continue
+                extra[key.replace("-", "_")] = value if sep else ""
+            if extra:
+                params["slurm_additional_parameters"] = extra
+            if slurm_cfg.setup:
+                params["slurm_setup"] = list(slurm_cfg.setup)
+        self.executor.update_parameters(**params)
+
+    def submit_all(self, fn: Callable, jobs: Iterable, on_start: Callable | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, Result]]:
+        import time
+
+        def wait_any(handles):
+            delay = 0.05
+            while True:
+                done = [h for h in handles if h.done()]
+                if done:
+                    return done
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)  # the scheduler's state is polled, not pushed
+
+        def outcome(handle):
+            try:
+                return handle.result()
+            except Exception as err:  # noqa: BLE001 - FailedJobError, UncompletedJobError, the run's own error
+                return err
+
+        def cancel(handle):
+            try:
+                handle.cancel(check=False)
+            except Exception:  # noqa: BLE001 - a job already gone
+                pass
+
+        yield from _schedule(jobs, self.workers, start=lambda job: self.executor.submit(fn, job),
+                             wait_any=wait_any, outcome=outcome, cancel=cancel,
+                             on_start=on_start, should_stop=should_stop)
+
+    def close(self) -> None:
+        pass
+
+
 class AutoExecutor:
     """`search.executor = auto`: a round of several n-gram proxies (the real objective) runs on a
     process pool of `workers`, everything else in this process.
@@ -226,8 +297,9 @@ class AutoExecutor:
             self._pool.close()
 
 
-def make_executor(search_cfg) -> LocalExecutor | AutoExecutor | ProcessExecutor | RayExecutor:
-    """The executor named by `search_cfg.executor` with `search_cfg.workers` parallel jobs."""
+def make_executor(search_cfg, slurm_cfg=None, workspace=None) -> LocalExecutor | AutoExecutor | ProcessExecutor | RayExecutor | SlurmExecutor:
+    """The executor named by `search_cfg.executor` with `search_cfg.workers` parallel jobs
+    (slurm: `slurm_cfg`, its files under `workspace` unless slurm.folder says otherwise)."""
     name = (search_cfg.executor or "local").lower()
     if name == "local":
         return LocalExecutor()
@@ -237,4 +309,10 @@ def make_executor(search_cfg) -> LocalExecutor | AutoExecutor | ProcessExecutor 
         return ProcessExecutor(search_cfg.workers)
     if name == "ray":
         return RayExecutor(search_cfg.workers)
-    raise ExecutorError(f"unknown search.executor {search_cfg.executor!r}; use auto, local, process or ray")
+    if name == "slurm":
+        if slurm_cfg is None:
+            from climb_core.config import SlurmConfig
+
+            slurm_cfg = SlurmConfig()
+        return SlurmExecutor(slurm_cfg, workspace)
+    raise ExecutorError(f"unknown search.executor {search_cfg.executor!r}; use auto, local, process, ray or slurm")

@@ -57,17 +57,21 @@ def job_inputs(job: ProxyJob) -> tuple[list, dict[str, Any]]:
         _FILES.clear()
         _FILES[(root, stamp)] = cached
     files, files_key = cached
-    targets_key = json.dumps([dataclasses.asdict(s) for s in job.targets], sort_keys=True)
+    targets_key = json.dumps([[dataclasses.asdict(s) for s in job.targets], list(job.lm_eval_include)], sort_keys=True)
     key = (str(ws.root), files_key, targets_key)
     if key not in _CACHE:
         while len(_CACHE) >= 4:  # a long-lived worker outlives many searches; keep the recent ones
             _CACHE.pop(next(iter(_CACHE)))
         tokenizer = load_tokenizer(ws)
-        _CACHE[key] = {"tokenizer": tokenizer, "targets": load_targets(ws, job.targets, tokenizer)}
+        _CACHE[key] = {"tokenizer": tokenizer, "targets": load_targets(ws, job.targets, tokenizer, job.lm_eval_include)}
     return files, _CACHE[key]
 
 
 def run_proxy_job(job: ProxyJob) -> ProxyResult:
+    if job.proxy.kind == "command":
+        from climb_core.proxy.command import run_command_job
+
+        return run_command_job(job)
     t0 = time.perf_counter()
     files, ctx = job_inputs(job)
     # From here on no DuckDB connection is open: training reads only the memmaps.

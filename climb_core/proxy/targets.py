@@ -5,7 +5,8 @@ choice_j); the choice's log-likelihood is the sum of log p(continuation tokens |
 where the context is tokenised alone and the continuation is what the whole string adds after it.
 Metrics per component:
     acc       argmax_j loglik_j == label
-    acc_norm  argmax_j loglik_j / bytes(" " + choice_j) == label   (lm-eval's byte-length norm)
+    acc_norm  argmax_j loglik_j / len(choice_j) == label   (lm-eval's: characters of the choice,
+              without the delimiter; checked against lm-eval in tests/test_lm_eval_targets.py)
     loglik    mean over items of the correct choice's log-likelihood per token: a continuous
               signal, because tiny proxies score near chance on acc.
 Every sequence starts with the end-of-text token, as every training document does; when the
@@ -26,6 +27,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,10 +55,14 @@ class Target:
     # mc: one sequence per (item, choice)
     item_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     cont_start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # first continuation token
-    cont_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    choice_len: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # characters, acc_norm's divisor
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))      # per item
     # text
     n_bytes: int = 0
+    # lm-eval: scored by lm-evaluation-harness through climb_core.proxy.lm_eval_adapter
+    tokenizer: Any = None
+    eot: int = 0
+    include: tuple = ()
 
     @property
     def n_items(self) -> int:
@@ -140,7 +146,7 @@ def _mc_target(spec: TargetSpec, tokenizer, eot: int) -> Target:
     if not items:
         raise TargetError(f"{path}: no items")
     items = [items[i] for i in _sample(len(items), spec.max_items)]
-    contexts, wholes, conts, item_of, labels = [], [], [], [], []
+    contexts, wholes, item_of, labels, lengths = [], [], [], [], []
     for i, it in enumerate(items):
         ctx = it["context"]
         # lm-eval moves the context's trailing spaces onto the continuation.
@@ -150,7 +156,7 @@ def _mc_target(spec: TargetSpec, tokenizer, eot: int) -> Target:
             cont = (pad or " ") + choice if stripped else choice
             contexts.append(stripped)
             wholes.append(stripped + cont)
-            conts.append(cont)
+            lengths.append(len(choice))
             item_of.append(i)
         labels.append(it["label"])
     ctx_enc = tokenizer.encode_batch(contexts, add_special_tokens=False)
@@ -163,7 +169,7 @@ def _mc_target(spec: TargetSpec, tokenizer, eot: int) -> Target:
         if len(w.ids) <= n_ctx:
             raise TargetError(f"{path}: a choice tokenised to nothing; check the file")
     return Target(spec, target_name(spec), "mc", sequences, np.array(item_of), np.array(starts),
-                  np.array([len(c.encode("utf-8")) for c in conts]), np.array(labels))
+                  np.array(lengths), np.array(labels))
 
 
 def _text_docs(ws: Workspace | None, spec: TargetSpec, tokenizer, eot: int) -> tuple[list[np.ndarray], int]:
@@ -230,8 +236,9 @@ def _query_texts(ws, predicate: str) -> list[str]:
         raise TargetError(f"target query {predicate!r} failed: {err}") from err
 
 
-def load_targets(ws: Workspace | None, specs: list[TargetSpec], tokenizer) -> list[Target]:
-    """Tokenise every target component once (a search scores many proxies on the same tokens)."""
+def load_targets(ws: Workspace | None, specs: list[TargetSpec], tokenizer, lm_eval_include=()) -> list[Target]:
+    """Tokenise every target component once (a search scores many proxies on the same tokens).
+    lm-eval components are only checked here; lm-eval builds their requests when it scores."""
     from climb_core.pipeline.tokens import eot_id
 
     eot = eot_id(tokenizer)
@@ -248,8 +255,18 @@ def load_targets(ws: Workspace | None, specs: list[TargetSpec], tokenizer) -> li
             if not seqs or n_bytes == 0:
                 raise TargetError(f"target {target_name(spec)} ({spec.path}) has no text")
             out.append(Target(spec, target_name(spec), "text", seqs, n_bytes=n_bytes))
+        elif spec.kind == "lm-eval":
+            from climb_core.proxy.lm_eval_adapter import include_paths, require_lm_eval
+
+            try:
+                require_lm_eval()
+                include = tuple(include_paths(lm_eval_include))
+            except (ImportError, FileNotFoundError) as err:
+                raise TargetError(str(err)) from err
+            out.append(Target(spec, spec.name or spec.path, "lm-eval", [], tokenizer=tokenizer, eot=eot,
+                              include=include[1:]))
         else:
-            raise TargetError(f"target kind {spec.kind!r}: expected mc or text")
+            raise TargetError(f"target kind {spec.kind!r}: expected mc, text or lm-eval")
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise TargetError(f"target names must differ: {names}; give each a 'name'")
@@ -274,6 +291,11 @@ def validate_targets(ws: Workspace | None, specs: list[TargetSpec]) -> None:
             path = resolve_path(spec.path)
             if not read_mc_items(path):
                 raise TargetError(f"target {name}: {path} holds no items")
+        elif spec.kind == "lm-eval":
+            # The task is resolved by lm-eval where it runs (here for built-in proxies, in the
+            # user's trainer for command proxies), so its name cannot be checked against this machine.
+            if not spec.path.strip():
+                raise TargetError("an lm-eval target needs a task name: lm-eval:TASK")
         elif spec.path.startswith("cluster:"):
             _check_cluster_target(ws, spec.path)
         elif spec.path.startswith("query:"):
@@ -346,6 +368,12 @@ def _count_query(ws: Workspace, predicate: str) -> int:
 
 def score_target(proxy, target: Target) -> dict[str, float]:
     """Every metric of one component, keyed 'name/metric'."""
+    if target.kind == "lm-eval":
+        from climb_core.proxy.lm_eval_adapter import score_specs
+
+        task = target.spec.path
+        metrics = score_specs(proxy, target.tokenizer, target.eot, [target.spec], target.include)
+        return {f"{target.name}/{k.split('/', 1)[1]}": v for k, v in metrics.items() if k.startswith(f"{task}/")}
     logprobs = proxy.sequence_logprobs(target.sequences)
     if target.kind == "text":
         nats = -sum(float(lp.sum()) for lp in logprobs)
@@ -359,7 +387,7 @@ def score_target(proxy, target: Target) -> dict[str, float]:
         rows = np.flatnonzero(target.item_of == i)
         label_row = rows[target.labels[i]]
         acc += float(np.argmax(ll[rows]) == target.labels[i])
-        acc_norm += float(np.argmax(ll[rows] / target.cont_bytes[rows]) == target.labels[i])
+        acc_norm += float(np.argmax(ll[rows] / target.choice_len[rows]) == target.labels[i])
         loglik += ll[label_row] / n_tok[label_row]
     return {f"{target.name}/acc": acc / n_items, f"{target.name}/acc_norm": acc_norm / n_items,
             f"{target.name}/loglik": loglik / n_items}
@@ -381,15 +409,17 @@ def evaluate_targets(proxy, targets: list[Target], specs: list[TargetSpec] | Non
 
 
 def parse_target(text: str) -> TargetSpec:
-    """`arc_easy`, `mc:PATH`, `text:PATH`, `text:cluster:3`, with optional `,metric=M,weight=W,max_items=N`."""
+    """`arc_easy`, `mc:PATH`, `text:PATH`, `text:cluster:3`, `lm-eval:TASK`, with optional `,metric=M,weight=W,max_items=N`."""
     # Options are the trailing ",key=value" parts with a known key, so a query predicate may hold commas.
     head, *opts = re.split(r",(?=(?:metric|weight|max_items|name)=)", text)
     kind, sep, path = head.partition(":")
-    if not sep or kind not in {"mc", "text"}:
+    if not sep or kind not in {"mc", "text", "lm-eval"}:
         kind, path = "mc", head
     if kind == "mc" and not Path(path).suffix and (BUNDLED_EVAL / f"{path}.jsonl").exists():
         path = str(BUNDLED_EVAL / f"{path}.jsonl")
-    spec = TargetSpec(kind=kind, path=path, metric="loglik" if kind == "mc" else "neg_bpb")
+    if kind == "lm-eval" and not path.strip():
+        raise ConfigError("--target lm-eval:TASK needs a task name, e.g. lm-eval:climb_arc_easy,metric=acc_norm")
+    spec = TargetSpec(kind=kind, path=path, metric={"mc": "loglik", "text": "neg_bpb", "lm-eval": "acc"}[kind])
     for opt_text in opts:
         key, _, value = opt_text.partition("=")
         if key not in {"metric", "weight", "max_items", "name"}:

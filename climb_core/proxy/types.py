@@ -22,6 +22,7 @@ class ProxyJob:
     seed: int
     proxy: ProxyConfig
     targets: list[TargetSpec]
+    lm_eval_include: list[str] = field(default_factory=list)  # task YAML folders of the user's own (target.lm_eval_include)
 
 
 @dataclass

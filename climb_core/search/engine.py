@@ -67,7 +67,10 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
     if ctx.strategy.name in ("climb", "regmix"):
         warm_imports()
     bar = tqdm(total=budget, initial=min(n_done0, budget), desc=f"search {search_id}", unit="proxy", disable=not progress)
-    executor = make_executor(ctx.config.search)
+    executor = make_executor(ctx.config.search, ctx.config.slurm, ws.root)
+    from climb_core.proxy.command import clear_cancel
+
+    clear_cancel(ws.root, search_id)  # a cancel of an earlier attempt does not stop this one
     cancelled = False
     n_rounds = len(ctx.sizes)
     carry = contextlib.ExitStack()  # the catalogue held from one round's last write into the next burst
@@ -126,6 +129,10 @@ def cancel_search(ws: Workspace, search_id: str) -> str:
     if row["status"] in ("done", "failed", "cancelled"):
         return row["status"]
     new = "cancelling" if row["status"] in ("running", "cancelling") and worker_alive(row) else "cancelled"
+    if new == "cancelling":
+        from climb_core.proxy.command import request_cancel
+
+        request_cancel(ws.root, search_id)  # command proxies in flight are killed, not waited for
     set_search(ws, search_id, status=new, message="cancel requested" if new == "cancelling" else "cancelled; run it again to resume")
     return new
 
@@ -182,6 +189,11 @@ def _prepare_round(ctx: SearchContext, executor, fn, rnd: int) -> _RoundWork | N
     if not pending:
         return None
     jobs = [_make_job(ctx, r) for r in pending]
+    if ctx.config.proxy.kind == "command":
+        # The job folders are written here, by the search's process: workers need no catalogue.
+        from climb_core.proxy.command import prepare_jobs
+
+        prepare_jobs(ctx.ws, jobs, ctx.config.tokenizer.val_fraction, ctx.config.tokenizer.seed)
     cap = max(1, int(ctx.config.search.batch_proxies))
     if fn is _default_objective() and cap > 1 and len(jobs) > 1 and batched.batchable(ctx.config.proxy):
         # auto runs GPT groups in this process, one after another: no worker to feed but this one.
@@ -203,7 +215,8 @@ def _make_job(ctx: SearchContext, row) -> Any:
 
     return ProxyJob(workspace=str(ctx.ws.root), search_id=ctx.search_id, run_id=row.run_id, round=int(row.round),
                     cluster_ids=list(ctx.cluster_ids), weights=[float(x) for x in row.weights], seed=int(row.seed),
-                    proxy=ctx.config.proxy, targets=list(ctx.config.target.specs))
+                    proxy=ctx.config.proxy, targets=list(ctx.config.target.specs),
+                    lm_eval_include=list(ctx.config.target.lm_eval_include))
 
 
 def _default_objective():

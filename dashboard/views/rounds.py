@@ -52,6 +52,27 @@ def _is_running() -> bool:
     return (queries.search_info(ws, sid) or {}).get("status") == "running"  # started from the CLI
 
 
+def _commands(info: dict, runs) -> None:
+    """Command proxies: the runs whose commands are running (with their stderr so far) and the
+    failed runs with the error and stderr tail they were recorded with."""
+    if runs.empty or (info.get("config") or {}).get("proxy", {}).get("kind") != "command":
+        return
+    from climb_core.proxy.command import job_dir, stderr_tail
+
+    running = runs[runs["status"] == "running"]
+    failed = runs[runs["status"] == "failed"]
+    st.markdown(f"**Commands:** {len(running)} running, {len(failed)} failed")
+    for r in running.itertuples():
+        d = job_dir(ws.root, sid, r.run_id)
+        with st.expander(f"running: {r.run_id}"):
+            st.caption(f"job folder {d}")
+            st.code(stderr_tail(d) or "(no stderr yet)", language=None)
+    for r in failed.itertuples():
+        first = str(r.error or "").splitlines()[0] if r.error else "failed"
+        with st.expander(f"failed: {r.run_id}: {first[:120]}"):
+            st.code(str(r.error or ""), language=None)
+
+
 def _draw() -> None:
     info = queries.search_info(ws, sid) or {}
     runs = queries.proxy_runs(ws, sid)
@@ -73,6 +94,7 @@ def _draw() -> None:
                 help=None if last_pred.empty else f"latest predictor: {last_pred.iloc[-1]}")
     if info.get("message"):
         st.caption(w.md(info["message"]))
+    _commands(info, runs)
     final = info.get("final") or {}
     if final.get("how"):
         parts = [f"**Final mixture:** {final['how']}"]

@@ -62,11 +62,24 @@ with st.form("new_search"):
 
     st.markdown("**Proxy**")
     p1, p2, p3, p4 = st.columns(4)
-    kind = p1.selectbox("Proxy kind", ["ngram", "gpt"], index=0 if base.proxy.kind == "ngram" else 1)
+    kinds = ["ngram", "gpt", "command"]
+    kind = p1.selectbox("Proxy kind", kinds, index=kinds.index(base.proxy.kind) if base.proxy.kind in kinds else 0,
+                        help="command: your own trainer, run once per proxy run on a job folder (docs/command-proxies.md).")
     size = p2.selectbox("GPT size (layers × width)", ["2×128", "4×256", "6×384", "12×768"], index=0)
     tokens = p3.number_input("Tokens per proxy", 1000, 10_000_000_000, base.proxy.tokens, step=10_000)
     device = p4.selectbox("Device", ["auto", "cpu", "cuda"], index=["auto", "cpu", "cuda"].index(base.proxy.device)
                           if base.proxy.device in ("auto", "cpu", "cuda") else 0)
+
+    c1, c2, c3 = st.columns([3, 1, 1])
+    command = c1.text_input("Command template (command proxies; {job} = the run's job folder)", base.proxy.command,
+                            placeholder="python examples/hf_proxy/train.py {job} --layers 2 --d-model 64")
+    executors = ["auto", "local", "process", "ray", "slurm"]
+    executor = c2.selectbox("Executor", executors, index=executors.index(base.search.executor)
+                            if base.search.executor in executors else 0,
+                            help="Where proxy runs go: process runs 'Parallel proxies' at once; slurm uses [slurm] settings.")
+    timeout = c3.number_input("Command timeout (s, 0 = none)", 0.0, 10.0**7, float(base.proxy.command_timeout_s))
+    lm_eval_text = st.text_area("lm-eval targets, one per line (TASK[,metric=acc_norm][,weight=W])", "", height=70,
+                                placeholder="climb_arc_easy,metric=acc_norm")
 
     st.markdown("**Dirichlet sampling**")
     d1, d2, d3 = st.columns(3)
@@ -93,6 +106,15 @@ if launch:
                         max_items=int(max_items)) for m in mc]
     specs += [TargetSpec(kind="text", path=line.strip(), metric="neg_bpb", max_items=int(max_items))
               for line in text_targets.splitlines() if line.strip()]
+    from climb_core.proxy.targets import parse_target
+
+    lm_eval_specs = []
+    for line in lm_eval_text.splitlines():
+        if line.strip():
+            spec = parse_target("lm-eval:" + line.strip())
+            spec.max_items = int(max_items) if ",max_items=" not in line else spec.max_items
+            lm_eval_specs.append(spec)
+    specs += lm_eval_specs
     try:
         round_split = [int(x) for x in split.replace(":", ",").split(",") if x.strip()]
     except ValueError:
@@ -106,6 +128,8 @@ if launch:
         st.error("Excluded clusters must be cluster IDs such as 3,7.")
     elif not specs:
         st.error("Choose at least one target.")
+    elif kind == "command" and "{job}" not in command:
+        st.error("A command proxy needs a command template with {job} in it.")
     elif round_split is None or any(v <= 0 for v in round_split):
         st.error("Budget split must be positive integers such as 4,2,1 (or empty: by budget).")
     else:
@@ -115,9 +139,11 @@ if launch:
                                        round_split=round_split, n_pool_samples=int(pool_samples),
                                        predictor=predictor, acquisition=acquisition, verify_seeds=int(verify_seeds),
                                        initial_design=design,
-                                       seed=int(seed), workers=int(workers), name=name or base.search.name),
+                                       seed=int(seed), workers=int(workers), name=name or base.search.name,
+                                       executor=executor),
             proxy=dataclasses.replace(base.proxy, kind=kind, tokens=int(tokens), device=device, n_layer=layers,
-                                      n_embd=width, n_head=max(1, width // 64)),
+                                      n_embd=width, n_head=max(1, width // 64), command=command.strip(),
+                                      command_timeout_s=float(timeout)),
             mixture=dataclasses.replace(base.mixture, temperature=float(temperature), min_concentration=float(conc[0]),
                                         max_concentration=float(conc[1]), cap_multiple=float(cap),
                                         min_weight=float(min_weight), max_epochs=float(max_epochs),
