@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from climb_core.export import trainer_files as tf
+from climb_core.proxy import trainer_files as tf
 from climb_core.export.formats import md_escape, push_to_hub, size_category
 
 

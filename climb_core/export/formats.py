@@ -10,7 +10,7 @@ NVIDIA's CLIMB recipe blends whole clusters; `sample` mode writes the token-budg
 
 Every writer takes the folder it writes in (`out`, a temporary folder while the export is built) and,
 where a trainer needs absolute paths, the folder the export will end up in (`final`). The functions
-that make the files from plain inputs live in climb_core.export.trainer_files.
+that make the files from plain inputs live in climb_core.proxy.trainer_files.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from climb_core.export import trainer_files as tf
+from climb_core.proxy import trainer_files as tf
 
 FORMATS = ("hf", "megatron", "nemo")
 CLUSTER_DIR = "clusters"

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from climb_core.export import formats as export_formats
-from climb_core.export import trainer_files
+from climb_core.proxy import trainer_files
 
 from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError

@@ -64,14 +64,19 @@ def clear_cancel(workspace: str | Path, search_id: str) -> None:
 
 # --------------------------------------------------------------------------- data files
 
-def blend_string(weights: list[float], prefixes: list[str]) -> str:
-    """Megatron's `--data-path` blend: 'w1 prefix1 w2 prefix2 ...' (zero weights left out)."""
-    return " ".join(f"{w:.6g} {p}" for w, p in zip(weights, prefixes) if w > 0)
+def trainer_blends(weights: list[float], prefixes: list[str]) -> dict[str, Any]:
+    """The mixture as Megatron's `--data-path` string and NeMo's flat `paths` list, by the export's
+    own writers, so a proxy run and an exported dataset hand a trainer the same shapes. A path that
+    Megatron would split on whitespace gets no Megatron blend, with the reason, instead of a wrong one."""
+    from climb_core.proxy import trainer_files
 
-
-def nemo_paths(weights: list[float], prefixes: list[str]) -> list:
-    """NeMo's blended `paths`: [w1, prefix1, w2, prefix2, ...] (zero weights left out)."""
-    return [x for w, p in zip(weights, prefixes) if w > 0 for x in (float(w), p)]
+    pairs = trainer_files.blend(weights, prefixes)
+    out: dict[str, Any] = {"nemo_paths": trainer_files.nemo_paths(pairs)}
+    try:
+        out["megatron_blend"] = trainer_files.megatron_data_path(pairs)
+    except trainer_files.TrainerFileError as err:
+        out["megatron_blend"], out["megatron_blend_error"] = None, str(err)
+    return out
 
 
 def _membership_key(con, cluster_ids: list[int], val_fraction: float, seed: int) -> str:
@@ -89,6 +94,7 @@ def cluster_data(ws, cluster_ids: list[int], val_fraction: float, seed: int) -> 
     `<workspace>/proxy_data/<key>/` and shared by every run (the split is the tokens stage's own)."""
     import fcntl
 
+    from climb_core.proxy.trainer_files import write_documents_jsonl
     from climb_core.pipeline.tokens import validation_mask
 
     with ws.connect() as con:
@@ -113,13 +119,9 @@ def cluster_data(ws, cluster_ids: list[int], val_fraction: float, seed: int) -> 
             for split in ("train", "val"):
                 path = out_dir / f"cluster-{int(cid)}.{split}.jsonl"
                 tmp = path.with_suffix(".jsonl.tmp")
-                n = n_bytes = 0
-                with open(tmp, "w", encoding="utf-8") as fh:
-                    for (doc_id, text), val in zip(rows, is_val):
-                        if bool(val) == (split == "val"):
-                            fh.write(json.dumps({"text": text, "id": doc_id}, ensure_ascii=False) + "\n")
-                            n += 1
-                            n_bytes += len(text.encode("utf-8"))
+                docs = [(text, doc_id) for (doc_id, text), val in zip(rows, is_val) if bool(val) == (split == "val")]
+                n = write_documents_jsonl(tmp, docs)
+                n_bytes = sum(len(text.encode("utf-8")) for text, _ in docs)
                 os.replace(tmp, path)
                 entry[f"{split}_path"], entry[f"{split}_docs"], entry[f"{split}_bytes"] = str(path), n, n_bytes
             info[int(cid)] = entry
@@ -161,8 +163,7 @@ def _job_record(job: ProxyJob, labels: dict[int, str], data: dict[int, dict[str,
                     "limit": max((t.max_items for t in lm_eval_targets), default=0) or None,
                     "include": [str(Path(p).resolve()) for p in include] + [str(BUNDLED_TASKS_DIR)]},
         "data": {"format": "jsonl", "text_key": "text", "dir": str(Path(clusters[0]["train_path"]).parent) if clusters else "",
-                 "megatron_blend": blend_string(weights, prefixes),
-                 "nemo_paths": nemo_paths(weights, prefixes)},
+                 **trainer_blends(weights, prefixes)},
         "proxy": dataclasses.asdict(job.proxy),
         "job_dir": str(d),
         "result_path": str(d / "result.json"),
