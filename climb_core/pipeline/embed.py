@@ -22,7 +22,7 @@ from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, EmbedConfig
 from climb_core.pipeline.encoder_integrity import EncoderIntegrityError, check_encoder_files
-from climb_core.pipeline.registry import UPSTREAM
+from climb_core.pipeline.registry import READS, UPSTREAM
 
 STAGE = "embed"
 PACKAGED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -265,7 +265,7 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
     encoder = load_encoder(cfg, models_dir(ws)) if executor == "local" else None
     if encoder is None:
         embed_backends.prepare(backend, resolve_model(cfg.model), models_dir(ws), bool(cfg.offline))
-    with stages.run_stage(ws, STAGE, config.section_dict("embed"), fp) as run:
+    with stages.run_stage(ws, STAGE, config.section_dict("embed"), fp, upstream=READS[STAGE]) as run:
         done = stages.finished_shards(ws, STAGE) if run.resumed else {}
         if not run.resumed:
             _clear_shard_files(ws)

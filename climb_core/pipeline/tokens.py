@@ -28,7 +28,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.pipeline.registry import UPSTREAM
+from climb_core.pipeline.registry import READS, UPSTREAM
 
 STAGE = "tokens"
 EOT = "<|endoftext|>"
@@ -212,6 +212,10 @@ def run_tokens(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
     """Train the tokenizer if needed, then write train/val token files for every active cluster."""
     from tqdm.auto import tqdm
 
+    from climb_core.pipeline.run import require_current
+
+    # Tokenising clusters whose documents were re-ingested since would write files of the wrong text.
+    require_current(ws, "refine", config=config)
     cfg_dict = config.section_dict("tokenizer")
     fp = stages.fingerprint(ws, STAGE, cfg_dict, _stage_inputs(ws, cfg_dict), upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
@@ -223,7 +227,7 @@ def run_tokens(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
         raise StageError(f"no active clusters in {ws.root}; run `climb refine {ws.root}` first (or restore pruned clusters)")
     active_ids = [int(r[0]) for r in active]
 
-    with stages.run_stage(ws, STAGE, cfg_dict, fp) as run:
+    with stages.run_stage(ws, STAGE, cfg_dict, fp, upstream=READS[STAGE]) as run:
         tok, thash = _ensure_tokenizer(ws, config)
         eot = eot_id(tok)
         dtype = token_dtype(tok.get_vocab_size())
