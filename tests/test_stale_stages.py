@@ -1,5 +1,5 @@
 """Truthful status: a stage whose inputs changed reads stale and blocks searches, studies and exports;
-a killed search reads interrupted in every view."""
+a killed search reads interrupted in every view; a deleted output file is noticed and redone."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import signal
 import time
 
+import numpy as np
 import pytest
 
 from climb_core import cli, queries
@@ -141,3 +142,34 @@ def test_a_killed_search_reads_interrupted_in_status_json_and_home(tmp_path, cap
     assert json.loads(capsys.readouterr().out)["searches"][0]["status"] == "interrupted"
     assert queries.corpus_overview(ws)["latest_search"]["status"] == "interrupted"  # the Home page's read
     assert queries.searches(ws).iloc[0]["status"] == "interrupted"
+
+
+def test_a_deleted_embedding_shard_is_recomputed_and_run_all_succeeds(built_workspace, copy_workspace, capsys):
+    from climb_core.pipeline.embed import load_embeddings
+
+    ws = copy_workspace(built_workspace)
+    before = load_embeddings(ws)
+    shards = sorted(ws.embeddings_dir.glob("shard-*.npy"))
+    shards[-1].unlink()
+    assert cli.main(["embed", str(ws.root), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "up to date" not in out and "recomputed" in out, out
+    assert shards[-1].exists()
+    np.testing.assert_allclose(load_embeddings(ws), before, atol=2e-3)
+    outcomes = run_all(ws, ws.load_config(), progress=False)
+    assert all(o.skipped for o in outcomes), [o.summary() for o in outcomes]
+    assert all(s["status"] == "done" for s in _status(ws).values() if s["stage"] != "tokens")
+
+
+def test_a_deleted_token_file_is_rewritten(built_workspace, copy_workspace):
+    from climb_core.pipeline.tokens import cluster_token_files, run_tokens
+
+    ws = copy_workspace(built_workspace)
+    run_tokens(ws, ws.load_config(), progress=False)
+    files = cluster_token_files(ws)
+    files[0].train_path.unlink()
+    outcome = run_tokens(ws, ws.load_config(), progress=False)
+    assert not outcome.skipped, outcome.summary()
+    assert files[0].train_path.exists()
+    assert [(f.cluster_id, f.n_train, f.n_val) for f in cluster_token_files(ws)] == \
+        [(f.cluster_id, f.n_train, f.n_val) for f in files]

@@ -230,12 +230,14 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def run_stage(ws: Workspace, stage: str, config: dict[str, Any], fp: str, *, upstream=()) -> Iterator[StageRun]:
+def run_stage(ws: Workspace, stage: str, config: dict[str, Any], fp: str, *, upstream=(),
+              repair: bool = False) -> Iterator[StageRun]:
     """Record a stage's start, then its end (done, failed with the error, or interrupted).
 
     Refuses to start (StageBusyError) while another live process runs the same stage. If the
     previous attempt with the same fingerprint did not finish, `resumed` is True and the stage's
-    finished shards are kept; otherwise they are cleared so a new config starts clean.
+    finished shards are kept; otherwise they are cleared so a new config starts clean. `repair`
+    resumes a finished stage too: one whose recorded shards' files went missing redoes only those.
     SIGTERM and Ctrl-C record the stage as `interrupted`; a kill -9 leaves `running` with a dead
     pid, which reads as `interrupted` (StageRecord.shown_status) and resumes the same way.
     `upstream` names the stages whose outputs it reads; their fingerprints now are recorded with
@@ -248,7 +250,8 @@ def run_stage(ws: Workspace, stage: str, config: dict[str, Any], fp: str, *, ups
     claim = StageRecord(stage, "running", config_json, fp, started, None, None, None, None, pid, process_start(),
                         upstream_json)
     prev = _claim(ws, claim)
-    resumed = prev is not None and prev.status in {"running", "failed", "interrupted"} and prev.fingerprint == fp
+    unfinished = {"running", "failed", "interrupted"} | ({"done"} if repair else set())
+    resumed = prev is not None and prev.status in unfinished and prev.fingerprint == fp
     if not resumed:
         clear_shards(ws, stage)
     run = StageRun(ws, stage, fp, resumed)
@@ -285,11 +288,15 @@ def finished_shards(ws: Workspace, stage: str) -> dict[str, tuple[int, str | Non
 def mark_shard(ws: Workspace, stage: str, shard: str, rows: int, info: Any = None, con=None) -> None:
     """Record a finished shard. Pass `con` to make it part of the same transaction as the shard's data."""
     params = [stage, shard, rows, None if info is None else json.dumps(info), _now()]
+    # A shard redone (its file had gone missing) replaces its earlier row.
+    drop = "DELETE FROM stage_shards WHERE stage = ? AND shard = ?"
     sql = "INSERT INTO stage_shards VALUES (?, ?, ?, ?, ?)"
     if con is not None:
+        con.execute(drop, [stage, shard])
         con.execute(sql, params)
         return
-    with ws.connect() as c:
+    with ws.connect() as c, transaction(c):
+        c.execute(drop, [stage, shard])
         c.execute(sql, params)
 
 
