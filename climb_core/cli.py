@@ -234,7 +234,10 @@ def _print_status(ws: Workspace) -> None:
     for row in st["active_clusters"][:25]:
         _print(f"    #{row['cluster_id']:<5} {row['size_docs']:>7} docs  q={row['mean_quality']}  {row['label']}")
     for s in st["searches"]:
-        _print(f"  search {s['search_id']} [{s['strategy']}] {s['status']}: {s['message'] or ''}")
+        # `status` is the shown one: a search whose worker died reads interrupted, as in `climb runs`.
+        hint = (f" (its worker is gone; resume with `climb search {st['workspace']} --resume {s['search_id']}`)"
+                if s["status"] == "interrupted" else "")
+        _print(f"  search {s['search_id']} [{s['strategy']}] {s['status']}{hint}: {s['message'] or ''}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -286,6 +289,14 @@ def _run_config(ws: Workspace, args: argparse.Namespace, kind: str, stages: list
     return config_from_dict(json.loads(stored))
 
 
+def _require_current(ws: Workspace, config: ClimbConfig) -> None:
+    """Searches, studies and exports stand on the refined clusters: refuse, before anything is
+    created, when a stage they come from is stale (the corpus was re-ingested, say)."""
+    from climb_core.pipeline.run import require_current
+
+    require_current(ws, "refine", config=config)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from climb_core.pipeline.run import run_stage
     from climb_core.search import create_search, run_search
@@ -294,6 +305,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     ws = _open(args.workspace)
     config = _run_config(ws, args, "search", ["search", "tokens"])
+    _require_current(ws, config)
     search_id = args.resume
     if not args.resume:
         validate_targets(ws, config.target.specs)
@@ -323,6 +335,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     ws = _open(args.workspace)
     config = _run_config(ws, args, "study", ["search", "tokens", "study"])
+    _require_current(ws, config)
     study_id = args.resume
     if not args.resume:
         validate_targets(ws, config.target.specs)
@@ -405,6 +418,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from climb_core.export.mixture import export_search
 
     ws = _open(args.workspace)
+    _require_current(ws, ws.load_config())
     out = Path(args.out).resolve()
     manifest = export_search(ws, args.run, out, tokens=args.tokens, config=ws.load_config(), force=args.force,
                              formats=args.formats, tokenizer=args.tokenizer, sample=True if args.sample else None,

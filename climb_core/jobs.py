@@ -178,6 +178,14 @@ def start_stage_job(ws: Workspace, stage: str, force: bool = False) -> str:
     return start_job(ws, stage, argv, {"stage": stage})
 
 
+def _require_current(ws: Workspace) -> None:
+    """The pre-check `climb search`, `study` and `export` make, here too so that the page that starts
+    one shows a stale pipeline's message (StageError) at once instead of a failed worker's log."""
+    from climb_core.pipeline.run import require_current
+
+    require_current(ws, "refine")
+
+
 def _start_configured(ws: Workspace, command: str, run_id: str, config, name: str | None) -> None:
     """`climb COMMAND WS --config FILE --COMMAND-id ID` in a worker, its config written beside the logs.
 
@@ -188,6 +196,7 @@ def _start_configured(ws: Workspace, command: str, run_id: str, config, name: st
 
     validate(config)
     validate_targets(ws, config.target.specs)
+    _require_current(ws)
     ws.logs_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = ws.logs_dir / f"{command}-{run_id}.toml"
     save_config(config, cfg_path)
@@ -219,6 +228,7 @@ def start_study_job(ws: Workspace, config, name: str | None = None) -> str:
 
 def resume_search_job(ws: Workspace, search_id: str) -> str:
     """Run (or continue) an existing search in a background worker; returns the job id."""
+    _require_current(ws)
     return start_job(ws, "search", _climb("search", str(ws.root), "--resume", search_id, "--quiet"),
                      {"search_id": search_id})
 
@@ -234,6 +244,7 @@ def job_for_search(ws: Workspace, search_id: str) -> dict[str, Any] | None:
 
 
 def start_export_job(ws: Workspace, search_id: str, out_dir: str | Path, tokens: int | None = None) -> str:
+    _require_current(ws)
     argv = _climb("export", str(ws.root), "--run", search_id, "--out", str(out_dir))
     if tokens:
         argv += ["--tokens", str(int(tokens))]

@@ -52,9 +52,10 @@ def corpus_overview(ws: Workspace) -> dict[str, Any]:
         n_edits = int(_scalar(con, "SELECT count(*) FROM edits WHERE NOT undone"))
         n_searches = int(_scalar(con, "SELECT count(*) FROM searches"))
         latest = con.execute(
-            "SELECT search_id, name, strategy, status, message, created_at, updated_at FROM searches "
+            "SELECT search_id, name, strategy, status, message, created_at, updated_at, pid, pid_started FROM searches "
             "ORDER BY created_at DESC LIMIT 1").df()
     stages = _with_shown_status(stages)
+    latest = _with_shown_search_status(latest)
     return {
         "documents": docs, "chars": int(chars), "tokens_est": int(tokens),
         "mean_quality": None if quality is None else float(quality),
@@ -76,9 +77,21 @@ def _with_shown_status(stages: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _with_shown_search_status(searches: pd.DataFrame) -> pd.DataFrame:
+    """Search rows with `status` as `climb runs` shows it (a dead worker's `running` is `interrupted`)."""
+    from climb_core.catalogue.liveness import shown_status
+
+    out = searches.drop(columns=["pid", "pid_started"])
+    out["status"] = pd.Series([shown_status(r.status, r.pid, r.pid_started) for r in searches.itertuples()],
+                              index=searches.index, dtype=object)
+    return out
+
+
 def stage_status(ws: Workspace) -> pd.DataFrame:
-    """The pipeline's stages in order with their status (pending when never run)."""
+    """The pipeline's stages in order with their status (pending when never run; stale, with the
+    reason and the command to run as its message, when a stage it reads ran again since)."""
     from climb_core.pipeline.registry import STAGE_NAMES
+    from climb_core.pipeline.run import stale_message, stale_stages
 
     with ws.connect() as con:
         rec = con.execute("SELECT stage, status, finished_at, rows_in, rows_out, message, pid, pid_started FROM stages").df()
@@ -87,6 +100,12 @@ def stage_status(ws: Workspace) -> pd.DataFrame:
     base = pd.DataFrame({"stage": order})
     out = base.merge(rec, on="stage", how="left")
     out["status"] = out["status"].fillna("pending")
+    out["message"] = out["message"].astype(object)
+    stale = stale_stages(ws)
+    for stage, reason in stale.items():
+        at = out["stage"] == stage
+        out.loc[at, "status"] = "stale"
+        out.loc[at, "message"] = stale_message(ws, stage, reason, len(stale) == 1)
     extra = rec[~rec["stage"].isin(order)]
     return pd.concat([out, extra], ignore_index=True) if len(extra) else out
 

@@ -191,7 +191,8 @@ def status_badge(status: str | None) -> str:
     icons = {"done": ":green[:material/check_circle:]", "running": ":blue[:material/progress_activity:]",
              "failed": ":red[:material/error:]", "pending": ":gray[:material/radio_button_unchecked:]",
              "cancelled": ":orange[:material/cancel:]", "cancelling": ":orange[:material/cancel:]",
-             "stopped": ":orange[:material/pause_circle:]", "interrupted": ":orange[:material/pause_circle:]", "skipped": ":gray[:material/skip_next:]"}
+             "stopped": ":orange[:material/pause_circle:]", "interrupted": ":orange[:material/pause_circle:]", "skipped": ":gray[:material/skip_next:]",
+             "stale": ":orange[:material/sync_problem:]"}
     return f"{icons.get(str(status), ':gray[:material/circle:]')} {md(status)}"
 
 

@@ -1,4 +1,4 @@
-"""Is the process that claimed a search or a job still the one running? One rule for both.
+"""Is the process that claimed a stage, search, study or job still the one running? One rule for all.
 
 A pid alone is not enough: a dead worker's pid is reused by the next process the system starts,
 which would make a stale search look alive forever. A claim records (pid, the process's start time);
@@ -46,6 +46,18 @@ def alive(pid, started: float | None = None) -> bool:
         return False
     except psutil.AccessDenied:
         return True
+
+
+# Stored statuses that claim a live worker: a stage, search or study `running`, a search `cancelling`.
+CLAIMING = ("running", "cancelling")
+
+
+def shown_status(status: str, pid, started: float | None = None) -> str:
+    """The status every view shows for a claimed record (stage, search, study): one that claims a
+    live worker whose process is gone reads `interrupted`; any other status as stored."""
+    if status in CLAIMING and not alive(pid, started):
+        return "interrupted"
+    return status
 
 
 class Interrupted(BaseException):

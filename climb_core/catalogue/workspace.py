@@ -31,7 +31,7 @@ import duckdb
 from climb_core.catalogue import connections
 from climb_core.config import ClimbConfig, load_config, save_config
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_NAME = "climb.duckdb"
 CONFIG_NAME = "climb.toml"
 
@@ -132,6 +132,14 @@ MIGRATIONS: dict[int, list[str]] = {
     3: [
         "ALTER TABLE stages ADD COLUMN IF NOT EXISTS pid INTEGER",
         "ALTER TABLE stages ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
+    ],
+    # v5: each stage records the fingerprints of the stages it read, so a later re-run of one of them
+    # (new input files for ingest, say) shows it and everything after it as stale; studies claim
+    # their process like searches, so a killed study reads `interrupted`.
+    4: [
+        "ALTER TABLE stages ADD COLUMN IF NOT EXISTS upstream_json VARCHAR",
+        "ALTER TABLE studies ADD COLUMN IF NOT EXISTS pid INTEGER",
+        "ALTER TABLE studies ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
     ],
 }
 

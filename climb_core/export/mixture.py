@@ -400,7 +400,11 @@ def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = No
     Hugging Face tokenizer folder, a tokenizer.json or a locally cached name; default export.tokenizer,
     else the workspace's). sample: those files hold the shards' sample instead of whole clusters
     (default export.sample). Returns the manifest."""
+    from climb_core.pipeline.run import require_current
+
     config = config or ws.load_config()
+    # Clusters and token files built before the corpus changed hold other documents than their labels say.
+    require_current(ws, "refine", config=config)
     ecfg = config.export
     tokens = int(tokens if tokens is not None else ecfg.tokens)
     if tokens < 1:

@@ -18,7 +18,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.pipeline.registry import UPSTREAM
+from climb_core.pipeline.registry import READS, UPSTREAM
 
 STAGE = "cluster"
 BACKENDS = ("auto", "cuml", "faiss", "sklearn")
@@ -243,7 +243,7 @@ def run_cluster(ws: Workspace, config: ClimbConfig, *, force: bool = False, prog
                             upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
-    with stages.run_stage(ws, STAGE, config.section_dict("cluster"), fp) as run:
+    with stages.run_stage(ws, STAGE, config.section_dict("cluster"), fp, upstream=READS[STAGE]) as run:
         if preset:
             labels, dist, centroids, sizes, names, message = _preset_clusters(ws, n_docs, progress)
         else:

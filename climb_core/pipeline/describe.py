@@ -26,7 +26,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig, DescribeConfig
-from climb_core.pipeline.registry import UPSTREAM
+from climb_core.pipeline.registry import READS, UPSTREAM
 
 # Words of two or more letters: numbers, years and case citations say little about a topic.
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
@@ -474,7 +474,7 @@ def run_describe(ws: Workspace, config: ClimbConfig, *, force: bool = False, pro
             "SELECT cluster_id FROM clusters WHERE state IN ('active', 'pruned') ORDER BY cluster_id").fetchall()]
     if not ids:
         raise StageError(f"no clusters to describe in {ws.root}; run `climb refine {ws.root}` first")
-    with stages.run_stage(ws, "describe", cfg, fp) as run:
+    with stages.run_stage(ws, "describe", cfg, fp, upstream=READS["describe"]) as run:
         kw = describe_clusters(ws, config, ids, progress=progress)
         with ws.connect() as con:
             n_reps = int(con.execute("SELECT count(*) FROM representatives").fetchall()[0][0])

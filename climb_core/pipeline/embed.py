@@ -22,7 +22,7 @@ from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, EmbedConfig
 from climb_core.pipeline.encoder_integrity import EncoderIntegrityError, check_encoder_files
-from climb_core.pipeline.registry import UPSTREAM
+from climb_core.pipeline.registry import READS, UPSTREAM
 
 STAGE = "embed"
 PACKAGED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -228,6 +228,22 @@ def _embed_on_ray(ws: Workspace, cfg: EmbedConfig, todo: list[tuple[int, int, in
             ray.cancel(ref, force=True)
 
 
+def _shard_ok(ws: Workspace, name: str, rows: int) -> bool:
+    """The shard's file exists and holds `rows` vectors (its header read, not its data)."""
+    path = ws.embeddings_dir / f"{name}.npy"
+    try:
+        return np.load(path, mmap_mode="r").shape[0] == rows
+    except (OSError, ValueError):
+        return False
+
+
+def _broken_shards(ws: Workspace, done: dict[str, tuple[int, str | None]], n_docs: int) -> list[str]:
+    """Recorded shards whose file is missing or short, or every one when they do not cover the documents."""
+    if sum(rows for rows, _ in done.values()) != n_docs:
+        return sorted(done) or ["(none recorded)"]
+    return [name for name, (rows, _) in sorted(done.items()) if not _shard_ok(ws, name, rows)]
+
+
 def _clear_shard_files(ws: Workspace) -> None:
     for path in list(ws.embeddings_dir.glob("shard-*.npy")) + list(ws.embeddings_dir.glob("shard-*.tmp")):
         path.unlink()
@@ -255,8 +271,12 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
     else:
         section["backend"] = backend
     fp = stages.fingerprint(ws, STAGE, section, {"n_docs": n_docs}, upstream=UPSTREAM[STAGE])
+    repair = False
     if not force and stages.is_current(ws, STAGE, fp):
-        return StageOutcome(STAGE, skipped=True)
+        # Up to date by the record; by the files only if every recorded shard is still there, whole.
+        if not _broken_shards(ws, stages.finished_shards(ws, STAGE), n_docs):
+            return StageOutcome(STAGE, skipped=True)
+        repair = True  # resume: redo the missing shards, keep the others
 
     ws.embeddings_dir.mkdir(exist_ok=True)
     # Before the stage record, so a missing model is not a failed stage. On Ray the workers load it;
@@ -265,13 +285,12 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
     encoder = load_encoder(cfg, models_dir(ws)) if executor == "local" else None
     if encoder is None:
         embed_backends.prepare(backend, resolve_model(cfg.model), models_dir(ws), bool(cfg.offline))
-    with stages.run_stage(ws, STAGE, config.section_dict("embed"), fp) as run:
+    with stages.run_stage(ws, STAGE, config.section_dict("embed"), fp, upstream=READS[STAGE], repair=repair) as run:
         done = stages.finished_shards(ws, STAGE) if run.resumed else {}
         if not run.resumed:
             _clear_shard_files(ws)
         bounds = [(i, lo, min(lo + cfg.shard_size, n_docs)) for i, lo in enumerate(range(0, n_docs, cfg.shard_size))]
-        todo = [b for b in bounds if not (shard_name(b[0]) in done
-                                          and (ws.embeddings_dir / f"{shard_name(b[0])}.npy").exists())]
+        todo = [b for b in bounds if not (shard_name(b[0]) in done and _shard_ok(ws, shard_name(b[0]), b[2] - b[1]))]
         skipped_docs = sum(hi - lo for i, lo, hi in bounds if (i, lo, hi) not in todo)
         with tqdm(total=n_docs, initial=skipped_docs, unit="doc", desc="embed", disable=not progress) as bar:
             if executor == "ray":
@@ -284,7 +303,9 @@ def run_embed(ws: Workspace, config: ClimbConfig, *, force: bool = False, progre
         run.rows_out = n_docs
         dim = encoder_dim(encoder) if encoder is not None else embedding_dim(ws)
         run.message = (f"{len(bounds)} shard(s) of {dim}-d {cfg.dtype} by the {backend} backend"
-                       + (f"; resumed, {len(bounds) - len(todo)} shard(s) kept" if run.resumed and len(todo) < len(bounds) else ""))
+                       + (f"; {len(todo)} missing or damaged shard(s) recomputed, the others kept" if repair
+                          else f"; resumed, {len(bounds) - len(todo)} shard(s) kept" if run.resumed and len(todo) < len(bounds)
+                          else ""))
         if backend == "torch-bf16" and resolve_device(cfg.device) == "cpu" and not embed_backends.cpu_has_fast_bf16():
             run.message += "; this CPU has no bf16 hardware (AMX or AVX512-BF16), so torch fp32 is faster here"
     return StageOutcome(STAGE, skipped=False, rows_in=n_docs, rows_out=n_docs, message=run.message)

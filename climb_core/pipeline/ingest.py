@@ -34,7 +34,7 @@ from climb_core.catalogue.workspace import Workspace, transaction
 from climb_core.config import ClimbConfig
 from climb_core.pipeline.corpus import Batch, Record, Source, derived_id, discover_sources, input_facts, iter_batches
 from climb_core.pipeline.quality import combine_quality, heuristic_quality, load_user_scorer
-from climb_core.pipeline.registry import UPSTREAM
+from climb_core.pipeline.registry import READS, UPSTREAM
 from climb_core.pipeline.stats import STAT_COLUMNS, batch_stats
 
 STAGE = "ingest"
@@ -421,7 +421,7 @@ def run_ingest(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
     # Load the scorer before reading anything, so a typo fails in a second, not after the first batch.
     scorer = load_user_scorer(config.quality.scorer) if config.quality.scorer else None
 
-    with stages.run_stage(ws, STAGE, cfg_dict, fp) as run:
+    with stages.run_stage(ws, STAGE, cfg_dict, fp, upstream=READS[STAGE]) as run:
         _prepare_scratch(ws, run.resumed)
         done = stages.finished_shards(ws, STAGE) if run.resumed else {}
         root = inputs_root(sources)

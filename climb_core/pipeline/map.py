@@ -18,7 +18,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, MapConfig
-from climb_core.pipeline.registry import UPSTREAM
+from climb_core.pipeline.registry import READS, UPSTREAM
 
 STAGE = "map"
 BACKENDS = ("auto", "cuml", "umap")
@@ -184,7 +184,7 @@ def run_map(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress
                             upstream=UPSTREAM[STAGE])
     if not force and stages.is_current(ws, STAGE, fp):
         return StageOutcome(STAGE, skipped=True)
-    with stages.run_stage(ws, STAGE, config.section_dict("map"), fp) as run:
+    with stages.run_stage(ws, STAGE, config.section_dict("map"), fp, upstream=READS[STAGE]) as run:
         labels = current_clusters(ws, n_docs) if n_docs > min(cfg.max_points, cfg.fit_sample) else None
         if labels is None:
             labels = np.zeros(n_docs, dtype=np.int64)

@@ -14,7 +14,7 @@ from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
 from climb_core.pipeline.edits import is_vector, merge_clusters, prune_with_reasons
-from climb_core.pipeline.registry import UPSTREAM
+from climb_core.pipeline.registry import READS, UPSTREAM
 
 REFINED_TABLES = ["clusters", "doc_clusters", "cluster_edges", "edits", "edit_cluster_before",
                   "edit_doc_moves", "representatives"]
@@ -90,7 +90,7 @@ def run_refine(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
     n_docs = ws.scalar("SELECT count(*) FROM assignments")
     if not n_docs:
         raise StageError(f"no k-means assignments in {ws.root}; run `climb cluster {ws.root}` first")
-    with stages.run_stage(ws, "refine", cfg, fp) as run:
+    with stages.run_stage(ws, "refine", cfg, fp, upstream=READS["refine"]) as run:
         _reset(ws)
         # Labels and keywords of the old clusters are gone: describe must run again.
         stages.invalidate(ws, "describe")

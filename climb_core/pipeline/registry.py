@@ -21,6 +21,8 @@ class Stage:
     sections: tuple[str, ...]       # the config sections it reads
     help: str
     in_run_all: bool = True
+    # Stages whose outputs it reads, when more than `upstream`: re-running one makes it stale.
+    reads: tuple[str, ...] | None = None
 
 
 STAGES: tuple[Stage, ...] = (
@@ -39,13 +41,15 @@ STAGES: tuple[Stage, ...] = (
     # Searches run it on demand, against the clusters as edited since run-all; its fingerprint
     # covers the clusters' state itself rather than an upstream stage's.
     Stage("tokens", "climb_core.pipeline.tokens:run_tokens", (), ("tokenizer",),
-          "train the tokenizer and tokenise each active cluster", in_run_all=False),
+          "train the tokenizer and tokenise each active cluster", in_run_all=False, reads=("ingest", "refine")),
 )
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 STAGE_NAMES: list[str] = [s.name for s in STAGES]
 PIPELINE: list[str] = [s.name for s in STAGES if s.in_run_all]
 UPSTREAM: dict[str, list[str]] = {s.name: list(s.upstream) for s in STAGES}
+# What each stage's outputs are built on, upstream first: a stage is stale once one of these re-ran.
+READS: dict[str, list[str]] = {s.name: list(s.upstream if s.reads is None else s.reads) for s in STAGES}
 
 
 def stage_function(stage: str) -> Callable[..., Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from climb_core.catalogue import stages as records
+from climb_core.catalogue.liveness import shown_status
 from climb_core.catalogue.stages import StageOutcome, all_stage_records
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.pipeline.registry import PIPELINE, STAGE_NAMES, stage_function
+from climb_core.pipeline.registry import PIPELINE, READS, STAGE_NAMES, stage_function
 
 def planned_stages(config: ClimbConfig) -> list[str]:
     """The stages run-all performs. A pre-clustered corpus skips embedding and k-means, and so the map."""
@@ -20,7 +22,30 @@ def planned_stages(config: ClimbConfig) -> list[str]:
 def run_stage(ws: Workspace, stage: str, config: ClimbConfig | None = None, *, force: bool = False,
               progress: bool = True) -> StageOutcome:
     config = config or ws.load_config()
-    return stage_function(stage)(ws, config, force=force, progress=progress)
+    outcome = stage_function(stage)(ws, config, force=force, progress=progress)
+    if outcome.skipped:
+        # Up to date by its own fingerprint, so built on the upstream outputs there are now.
+        records.record_upstream(ws, stage, READS[stage])
+    return outcome
+
+
+def _reads(config: ClimbConfig) -> dict[str, list[str]]:
+    """READS without the stages this workspace's pipeline does not run (a pre-clustered corpus has no
+    embed): a record such a stage left from before is no input of anything now."""
+    skipped = set(PIPELINE) - set(planned_stages(config))
+    return {s: [u for u in ups if u not in skipped] for s, ups in READS.items() if s not in skipped}
+
+
+def stale_stages(ws: Workspace, config: ClimbConfig | None = None) -> dict[str, str]:
+    """{stage: why} for finished stages whose inputs changed since they ran (catalogue.stages.stale_stages)."""
+    return records.stale_stages(ws, _reads(config or ws.load_config()))
+
+
+def require_current(ws: Workspace, *stages: str, config: ClimbConfig | None = None) -> None:
+    """Refuse (StageError naming the stage, the change and `climb run-all`) when the outputs that
+    `stages` stand on are stale: a search, study or export on them would use clusters of documents
+    that are no longer the corpus."""
+    records.require_current(ws, list(stages), _reads(config or ws.load_config()), fix=f"climb run-all {ws.root}")
 
 
 def run_all(ws: Workspace, config: ClimbConfig | None = None, *, force: bool = False, progress: bool = True,
@@ -44,7 +69,8 @@ def _counts(ws: Workspace) -> dict[str, Any]:
         rejected = dict(con.execute("SELECT reason, count(*) FROM rejected GROUP BY reason ORDER BY 2 DESC").fetchall())
         states = dict(con.execute("SELECT state, count(*) FROM clusters GROUP BY state").fetchall())
         searches = con.execute(
-            "SELECT search_id, name, strategy, status, message, updated_at FROM searches ORDER BY created_at").fetchall()
+            "SELECT search_id, name, strategy, status, message, updated_at, pid, pid_started FROM searches "
+            "ORDER BY created_at").fetchall()
         return {
             "documents": one("SELECT count(*) FROM documents"),
             "chars": one("SELECT coalesce(sum(n_chars), 0) FROM doc_stats"),
@@ -56,7 +82,8 @@ def _counts(ws: Workspace) -> dict[str, Any]:
             "edits": one("SELECT count(*) FROM edits WHERE NOT undone"),
             "map_points": one("SELECT count(*) FROM map_coords"),
             "searches": [
-                {"search_id": s[0], "name": s[1], "strategy": s[2], "status": s[3], "message": s[4],
+                {"search_id": s[0], "name": s[1], "strategy": s[2], "status": shown_status(s[3], s[6], s[7]),
+                 "message": s[4],
                  "updated_at": None if s[5] is None else s[5].isoformat(timespec="seconds")}
                 for s in searches],
         }
@@ -71,20 +98,30 @@ def active_cluster_summary(ws: Workspace) -> list[dict[str, Any]]:
              "mean_quality": None if r[4] is None else round(float(r[4]), 4)} for r in rows]
 
 
+def stale_message(ws: Workspace, stage: str, reason: str, only: bool = False) -> str:
+    """What a stale stage's row says: why, and the command that brings it up to date. Token files
+    (`only` stale stage) are rewritten by the next search; behind other stale stages, run-all first."""
+    if stage == "tokens" and only:
+        return f"{reason}; searches re-run it (or run `climb tokens {ws.root}`)"
+    return f"{reason}; run `climb run-all {ws.root}`"
+
+
 def workspace_status(ws: Workspace) -> dict[str, Any]:
     """Everything `climb status --json` prints: stages done and pending, counts, clusters."""
     config = ws.load_config()
-    records = all_stage_records(ws)
+    recs = all_stage_records(ws)
+    stale = records.stale_stages(ws, _reads(config), recs)
     stages = []
     for stage in [*planned_stages(config), *(s for s in STAGE_NAMES if s not in PIPELINE)]:
-        rec = records.get(stage)
+        rec = recs.get(stage)
         stages.append({
             "stage": stage,
-            "status": rec.shown_status if rec else "pending",
+            "status": "stale" if stage in stale else rec.shown_status if rec else "pending",
+            "stale_reason": stale.get(stage),
             "finished_at": rec.finished_at.isoformat(timespec="seconds") if rec and rec.finished_at else None,
             "rows_in": rec.rows_in if rec else None,
             "rows_out": rec.rows_out if rec else None,
-            "message": rec.message if rec else None,
+            "message": stale_message(ws, stage, stale[stage], len(stale) == 1) if stage in stale else rec.message if rec else None,
         })
     return {
         "workspace": str(ws.root),

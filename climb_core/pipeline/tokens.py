@@ -28,7 +28,7 @@ from climb_core.catalogue import stages
 from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.pipeline.registry import UPSTREAM
+from climb_core.pipeline.registry import READS, UPSTREAM
 
 STAGE = "tokens"
 EOT = "<|endoftext|>"
@@ -212,10 +212,18 @@ def run_tokens(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
     """Train the tokenizer if needed, then write train/val token files for every active cluster."""
     from tqdm.auto import tqdm
 
+    from climb_core.pipeline.run import require_current
+
+    # Tokenising clusters whose documents were re-ingested since would write files of the wrong text.
+    require_current(ws, "refine", config=config)
     cfg_dict = config.section_dict("tokenizer")
     fp = stages.fingerprint(ws, STAGE, cfg_dict, _stage_inputs(ws, cfg_dict), upstream=UPSTREAM[STAGE])
+    repair = False
     if not force and stages.is_current(ws, STAGE, fp):
-        return StageOutcome(STAGE, skipped=True)
+        # Up to date by the record; by the files only if every cluster's token files are there, whole.
+        if not _broken_clusters(ws):
+            return StageOutcome(STAGE, skipped=True)
+        repair = True  # resume: re-tokenise those clusters, keep the others
     with ws.connect() as con:
         active = con.execute(
             "SELECT cluster_id FROM clusters WHERE state = 'active' ORDER BY cluster_id").fetchall()
@@ -223,7 +231,8 @@ def run_tokens(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
         raise StageError(f"no active clusters in {ws.root}; run `climb refine {ws.root}` first (or restore pruned clusters)")
     active_ids = [int(r[0]) for r in active]
 
-    with stages.run_stage(ws, STAGE, cfg_dict, fp) as run:
+    broken = _broken_clusters(ws) if repair else set()
+    with stages.run_stage(ws, STAGE, cfg_dict, fp, upstream=READS[STAGE], repair=repair) as run:
         tok, thash = _ensure_tokenizer(ws, config)
         eot = eot_id(tok)
         dtype = token_dtype(tok.get_vocab_size())
@@ -236,7 +245,8 @@ def run_tokens(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
         total_docs = total_tokens = 0
         for cid in tqdm(active_ids, desc="tokens", unit="cluster", disable=not progress):
             shard = f"cluster-{cid}"
-            if shard in done and (json.loads(done[shard][1] or "{}").get("tokenizer") == thash):
+            if (shard in done and cid not in broken
+                    and json.loads(done[shard][1] or "{}").get("tokenizer") == thash):
                 continue
             res = _tokenise_cluster(ws, tok, eot, dtype, cid, out_dir, config.tokenizer.val_fraction, config.tokenizer.seed)
             rows = pd.DataFrame([{"cluster_id": cid, "split": s, "path": str(p.relative_to(ws.root)),
@@ -263,6 +273,25 @@ def run_tokens(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
         run.message = (f"{len(active_ids)} clusters, {int(toks or 0):,} tokens, vocab {tok.get_vocab_size()} "
                        f"(tokenizer {thash}; this run tokenised {total_docs} docs)")
     return StageOutcome(STAGE, skipped=False, rows_in=run.rows_in, rows_out=run.rows_out, message=run.message)
+
+
+def _broken_clusters(ws: Workspace) -> set[int]:
+    """Clusters whose recorded token files are missing or of another size than their token count
+    (every cluster when the tokenizer file is gone)."""
+    with ws.connect() as con:
+        rows = con.execute("SELECT cluster_id, path, n_tokens FROM token_shards").fetchall()
+    tok_path = ws.tokens_dir / TOKENIZER_FILE
+    if not tok_path.exists():
+        return {int(r[0]) for r in rows} or {-1}
+    from tokenizers import Tokenizer
+
+    itemsize = np.dtype(token_dtype(Tokenizer.from_file(str(tok_path)).get_vocab_size())).itemsize
+    broken = set()
+    for cid, path, n in rows:
+        p = ws.root / path
+        if not p.exists() or p.stat().st_size != int(n) * itemsize:
+            broken.add(int(cid))
+    return broken
 
 
 # --------------------------------------------------------------------------- readers

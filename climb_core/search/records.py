@@ -87,10 +87,11 @@ def worker_alive(row: dict[str, Any]) -> bool:
 
 
 def shown_status(row: dict[str, Any]) -> str:
-    """The status to show: a search recorded as running whose process is gone was interrupted."""
-    if row["status"] in ("running", "cancelling") and not worker_alive(row):
-        return "interrupted"
-    return row["status"]
+    """The status to show: a search recorded as running whose process is gone was interrupted
+    (the rule of every view, climb_core.catalogue.liveness.shown_status)."""
+    from climb_core.catalogue.liveness import shown_status as shown
+
+    return shown(row["status"], row.get("pid"), row.get("pid_started"))
 
 
 @contextlib.contextmanager

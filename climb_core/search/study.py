@@ -16,12 +16,15 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import os
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 
+from climb_core.catalogue.liveness import process_start, shown_status
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, config_from_dict, with_overrides
 from climb_core.search.create import create_search
@@ -135,7 +138,8 @@ def run_study(ws: Workspace, study_id: str, *, objective: Callable | None = None
     config = config_from_dict(json.loads(row["config_json"]))
     final_fn = final_objective or objective or run_proxy_job
     plan = arms(config)
-    _set(ws, study_id, status="running", message=f"{len(plan)} searches")
+    # Claimed by this process, so a killed study reads `interrupted` (catalogue.liveness.shown_status).
+    _set(ws, study_id, status="running", message=f"{len(plan)} searches", pid=os.getpid(), pid_started=process_start())
     try:
         for i, arm in enumerate(tqdm(plan, desc=f"study {study_id}", unit="search", disable=not progress), start=1):
             sid = f"{study_id}-{arm.key}"
@@ -164,8 +168,11 @@ def run_study(ws: Workspace, study_id: str, *, objective: Callable | None = None
 
 
 def list_studies(ws: Workspace):
-    return ws.query_df("SELECT study_id, name, status, message, created_at, updated_at, report_dir FROM studies "
-                       "ORDER BY created_at DESC")
+    df = ws.query_df("SELECT study_id, name, status, message, created_at, updated_at, report_dir, pid, pid_started "
+                     "FROM studies ORDER BY created_at DESC")
+    df["status"] = pd.Series([shown_status(r.status, r.pid, r.pid_started) for r in df.itertuples()],
+                             index=df.index, dtype=object)
+    return df.drop(columns=["pid", "pid_started"])
 
 
 def _mean_sd(v: list[float]) -> tuple[float | None, float | None]:
@@ -218,7 +225,8 @@ def study_report(ws: Workspace, study_id: str) -> dict[str, Any]:
     fc = _final_config(config)
     comparisons = compare_finals(strategies)
     return {
-        "study_id": study_id, "name": row["name"], "status": row["status"], "message": row["message"],
+        "study_id": study_id, "name": row["name"], "status": shown_status(row["status"], row.get("pid"), row.get("pid_started")),
+        "message": row["message"],
         "target": json.loads(row["target_json"] or "[]"), "budget": config.search.budget,
         "proxy": {"kind": config.proxy.kind, "tokens": config.proxy.tokens},
         "final_model": {"kind": fc.proxy.kind, "tokens": fc.proxy.tokens, "seeds": config.study.final_seeds,

@@ -10,6 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from climb_core import jobs, queries
+from climb_core.catalogue.stages import StageError
 from dashboard import widgets as w
 
 ws = w.workspace()
@@ -43,9 +44,13 @@ st.caption(
     + (" (the sample instead of whole clusters)" if cfg.export.sample else "")
     + ", with the weights in the blend ([export] tokenizer and sample in the workspace settings; see docs/export.md).")
 if st.button("Export", type="primary", disabled=not info.get("final_weights") or spaced):
-    job = jobs.start_export_job(ws, sid, out_dir, int(tokens))
-    st.session_state["export_job"] = job
-    st.rerun()
+    try:
+        job = jobs.start_export_job(ws, sid, out_dir, int(tokens))
+    except StageError as err:  # a stale pipeline: the message names the stage and the command to run
+        st.error(str(err))
+    else:
+        st.session_state["export_job"] = job
+        st.rerun()
 
 
 def _job() -> None:

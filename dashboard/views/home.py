@@ -51,7 +51,7 @@ with left:
         cols[0].write(f"**{row.stage}**")
         cols[1].write(w.status_badge("running" if row.stage in running else row.status))
         cols[2].caption(w.md(row.message) if isinstance(row.message, str) else "")
-        label = {"pending": "Run", "failed": "Run", "interrupted": "Resume"}.get(row.status, "Re-run")
+        label = {"pending": "Run", "failed": "Run", "interrupted": "Resume", "stale": "Run"}.get(row.status, "Re-run")
         if cols[3].button(label, key=f"run-{row.stage}", disabled=row.stage in running):
             job = jobs.start_stage_job(ws, row.stage, force=row.status == "done")
             st.toast(f"started {row.stage} ({job})")

@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from climb_core import jobs, queries
+from climb_core.catalogue.stages import StageError
 from climb_core.config import ConfigError, TargetSpec, validate
 from climb_core.proxy.targets import TargetError, validate_targets
 from dashboard import widgets as w
@@ -190,8 +191,12 @@ def _searches() -> None:
         cancel_search(ws, sid)
         st.rerun()
     if b2.button("Resume", disabled=worker_running or row["status"] in ("done", "finished")):
-        jobs.resume_search_job(ws, sid)
-        st.rerun()
+        try:
+            jobs.resume_search_job(ws, sid)
+        except StageError as err:  # a stale pipeline: the message names the stage and the command to run
+            st.error(str(err))
+        else:
+            st.rerun()
     if b3.button("Kill worker", disabled=not worker_running):
         jobs.cancel_job(ws, job["job_id"])
         st.rerun()
