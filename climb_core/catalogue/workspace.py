@@ -31,7 +31,7 @@ import duckdb
 from climb_core.catalogue import connections
 from climb_core.config import ClimbConfig, load_config, save_config
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_NAME = "climb.duckdb"
 CONFIG_NAME = "climb.toml"
 
@@ -132,6 +132,16 @@ MIGRATIONS: dict[int, list[str]] = {
     3: [
         "ALTER TABLE stages ADD COLUMN IF NOT EXISTS pid INTEGER",
         "ALTER TABLE stages ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
+    ],
+    # v5: warm starts. A warm run is a row of the new search (round 0, purpose 'warm', never trained)
+    # naming the run it came from and how its weights were carried to the current clusters;
+    # a search records the edit that created each of its clusters, so a reused cluster id is told apart.
+    4: [
+        "ALTER TABLE proxy_runs ADD COLUMN IF NOT EXISTS source_search VARCHAR",
+        "ALTER TABLE proxy_runs ADD COLUMN IF NOT EXISTS source_run VARCHAR",
+        "ALTER TABLE proxy_runs ADD COLUMN IF NOT EXISTS mapping VARCHAR",
+        "ALTER TABLE searches ADD COLUMN IF NOT EXISTS cluster_created BIGINT[]",
+        "ALTER TABLE searches ADD COLUMN IF NOT EXISTS warm_json VARCHAR",
     ],
 }
 

@@ -89,11 +89,20 @@ def plan(strategy: str, config: ClimbConfig) -> Plan:
     s = config.search
     if strategy in ("uniform", "natural"):
         return Plan([1], 0)
-    if strategy == "random":
+    if strategy in ("random", "imported"):
         return Plan([s.budget], 0)
     # Verification needs at least one exploration run before it; it never takes more than a third.
     v = max(0, min(int(s.verify_seeds), s.budget // 3 if s.budget >= 3 else 0))
     return Plan(round_sizes(strategy, s.budget - v, s.rounds, list(s.round_split)), v)
+
+
+def enough_warm(n_warm: int, n_clusters: int) -> bool:
+    """Whether warm runs replace climb's covering first round: at least one run per cluster, enough
+    for the predictors' cross-validation to choose one (see bench/bench_warm_start.py)."""
+    return n_warm >= max(WARM_MIN_RUNS, n_clusters)
+
+
+WARM_MIN_RUNS = 8
 
 
 def strategy_rng(seed: int, strategy: str, *keys: int) -> np.random.Generator:
@@ -150,9 +159,12 @@ class Strategy:
         if self.name == "natural":
             return Round(self.cons.project(natural_mixture(self.prior))[None, :])
         s = self.config.search
-        if rnd == 1 and self.name == "climb" and s.initial_design == "cover":
+        # At round 1, y holds only warm runs (see climb_core.search.warm): with enough of them the
+        # predictor proposes from round 1 and the covering design is skipped.
+        warm_enough = enough_warm(len(y), len(self.prior))
+        if rnd == 1 and self.name == "climb" and s.initial_design == "cover" and not warm_enough:
             return Round(covering_subset(self.pool(rnd, s.n_pool_samples), n, self.cons.upper, self.rng(rnd, 2)))
-        if rnd == 1 or len(y) == 0 or self.name != "climb":
+        if (rnd == 1 and not warm_enough) or len(y) == 0 or self.name != "climb":
             # Round 1 (baselines: i.i.d. draws, as their papers do), or nothing finished to learn from
             # (every earlier run failed): explore.
             return Round(self.pool(rnd, n))
