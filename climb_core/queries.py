@@ -483,3 +483,11 @@ def jobs(ws: Workspace, limit: int = 100) -> pd.DataFrame:
         return con.execute(
             f"SELECT job_id, kind, status, pid, started_at, finished_at, message, log_path, args_json FROM jobs "
             f"ORDER BY started_at DESC LIMIT {int(limit)}").df()
+
+
+def warm_start_offers(ws: Workspace) -> pd.DataFrame:
+    """Finished searches whose runs a new search can learn from, carried to the current clusters,
+    with how many runs would be reused, remapped and dropped (see climb_core.search.warm)."""
+    from climb_core.search.warm import warm_offers
+
+    return warm_offers(ws)

@@ -277,3 +277,21 @@ def test_lineage_undo_merge_and_reused_id(fresh):
     assert search_report(fresh, s2)["warm_start"]["remapped"] == 4
     offers = warm_offers(fresh)
     assert sid in set(offers["search_id"]) and offers.set_index("search_id").loc[sid, "remapped"] == 4
+
+
+def test_search_page_offers_warm_start_after_an_edit(fresh, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    sid = _search(fresh, "random", 6)
+    edits.merge_clusters(fresh, [0, 1], describe=False)
+    monkeypatch.setenv("CLIMB_WORKSPACE", str(fresh.root))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("views/search.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    pick = [m for m in at.multiselect if m.label.startswith("Warm-start from")]
+    assert pick and pick[0].value == [sid]                          # the edited-since search, chosen by default
+    assert "0 reused, 6 remapped, 0 dropped" in pick[0].format_func(sid)
+    assert any("clusters changed since 1 finished search" in i.value for i in at.info)
