@@ -98,7 +98,10 @@ def plan(strategy: str, config: ClimbConfig) -> Plan:
 
 def enough_warm(n_warm: int, n_clusters: int) -> bool:
     """Whether warm runs replace climb's covering first round: at least one run per cluster, enough
-    for the predictors' cross-validation to choose one (see bench/bench_warm_start.py)."""
+    for the predictors' cross-validation to choose one. Measured on the known-optimum objective
+    (10 clusters, 20 warm random runs, climb budget 10, 5 seeds; true score of the final, 0 best):
+    skipping the covering round -0.025 mean, -0.047 worst; keeping it -0.030, -0.066; cold -0.124, -0.228.
+    Below that many warm runs the covering round is kept whole and the warm runs join from round 2."""
     return n_warm >= max(WARM_MIN_RUNS, n_clusters)
 
 
