@@ -310,9 +310,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.resume:
         validate_targets(ws, config.target.specs)
     run_stage(ws, "tokens", config, progress=not args.quiet)
+    if args.resume and (args.warm_start or args.warm_start_any):
+        raise CliError("--warm-start is chosen when a search is created; a resumed search keeps its warm runs")
     if not args.resume:
-        search_id = create_search(ws, config, name=args.name, search_id=args.search_id)
+        search_id = create_search(ws, config, name=args.name, search_id=args.search_id,
+                                  warm_start=args.warm_start or [], warm_start_any=args.warm_start_any)
         _print(f"search {search_id} created")
+        if args.warm_start:
+            from climb_core.search.records import load_search
+            from climb_core.search.warm import describe_warm, warm_info
+
+            for line in describe_warm(warm_info(load_search(ws, search_id)) or {}):
+                _print(line)
     summary = run_search(ws, search_id, progress=not args.quiet)
     from climb_core.search import search_report
 
@@ -352,7 +361,23 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from climb_core.search import list_searches, search_report
 
+    if args.workspace == "import" and args.rest:
+        return _runs_import(args)
+    if args.rest:
+        raise CliError(f"unexpected argument(s) {' '.join(args.rest)}; import runs with `climb runs import WS FILE`")
     ws = _open(args.workspace)
+    if args.csv is not None:
+        from climb_core.search.imports import runs_csv
+
+        if not args.search:
+            raise CliError("--csv exports one search: add --search ID")
+        text = runs_csv(ws, args.search)
+        if args.csv == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.csv).write_text(text)
+            _print(f"wrote {text.count(chr(10)) - 1} runs of search {args.search} to {args.csv}")
+        return 0
     searches = list_searches(ws)
     ids = [args.search] if args.search else list(searches["search_id"]) if len(searches) else []
     if args.json:
@@ -366,6 +391,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_import(args: argparse.Namespace) -> int:
+    """`climb runs import WS FILE [--name NAME] [--map FILE]`: runs trained elsewhere as a finished search."""
+    from climb_core.search.imports import import_runs
+
+    if len(args.rest) != 2:
+        raise CliError("usage: climb runs import WORKSPACE FILE [--name NAME] [--map FILE] [--target ...]")
+    ws = _open(args.rest[0])
+    config = _resolve_config(ws, args, [])
+    sid = import_runs(ws, args.rest[1], config=config, name=args.name, map_path=args.map)
+    n = ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ?", [sid])
+    _print(f"imported {n} runs from {args.rest[1]} as search {sid} (strategy imported)")
+    _print(f"next: climb search {args.rest[0]} --warm-start {sid}")
+    return 0
+
+
 def _print_search(rep: dict[str, Any]) -> None:
     """A search as a person reads it: rounds, predictor quality, the best run, the final mixture."""
     _print(f"{rep['search_id']}  [{rep['strategy']}]  {rep['status']}  {rep.get('message') or ''}")
@@ -375,7 +415,13 @@ def _print_search(rep: dict[str, Any]) -> None:
             by_round.setdefault(run["round"], []).append(run["score"])
     reports = {r["round"]: r for r in rep.get("predictor_reports", [])}
     verify_round = rep.get("verify_round")
+    if rep.get("n_warm"):
+        _print(f"   warm runs: {rep['n_warm']} from " + ", ".join(
+            f"{src['search_id']} ({src['reused']} reused, {src['remapped']} remapped, {src['dropped']} dropped"
+            + (", offset" if src.get("offset") else "") + ")" for src in (rep.get("warm_start") or {}).get("sources", [])))
     for rnd, scores in sorted(by_round.items()):
+        if rnd == 0:
+            continue  # warm runs, summarised above
         r = reports.get(rnd)
         sp = None if r is None else r.get("spearman")
         name = "verification" if rnd == verify_round else f"round {rnd}"
@@ -627,6 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="a name for the search")
     p.add_argument("--resume", metavar="SEARCH_ID", help="continue a stopped or killed search")
     p.add_argument("--search-id", help="id for the new search (default: time and a random suffix)")
+    p.add_argument("--warm-start", action="append", metavar="SEARCH_ID",
+                   help="learn from this search's runs (imported or earlier) from round 1; only new runs count in "
+                        "the budget; runs on clusters edited since are carried over (repeatable)")
+    p.add_argument("--warm-start-any", action="store_true",
+                   help="take warm runs scored on other targets or proxy settings too (each such source gets a score offset)")
     p.add_argument("--quiet", action="store_true")
     _add_config_flags(p, ["search", "tokens"])
     p.set_defaults(fn=cmd_search)
@@ -642,10 +693,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, ["search", "tokens", "study"])
     p.set_defaults(fn=cmd_study)
 
-    p = sub.add_parser("runs", help="list searches and their proxy runs")
-    p.add_argument("workspace")
+    p = sub.add_parser("runs", help="list searches and their proxy runs; `runs import WS FILE` imports runs trained elsewhere")
+    p.add_argument("workspace", help="the workspace, or `import` followed by WORKSPACE FILE")
+    p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--search", help="only this search")
     p.add_argument("--json", action="store_true", help="every proxy run of every round, machine-readable")
+    p.add_argument("--csv", nargs="?", const="-", metavar="FILE",
+                   help="with --search: its finished runs as CSV (one weight column per cluster id, score, metrics) "
+                        "to FILE or stdout; `climb runs import` reads it back")
+    p.add_argument("--name", help="import: a name for the imported search")
+    p.add_argument("--map", metavar="FILE", help="import: a JSON or CSV mapping your domain names to cluster ids or labels")
+    p.add_argument("--target", action="append", help="import: the target the runs were scored on (default: the workspace's)")
+    p.add_argument("--metric", help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_runs)
 
     p = sub.add_parser("cancel", help="stop a running search after its current proxy run")

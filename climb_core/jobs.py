@@ -186,7 +186,8 @@ def _require_current(ws: Workspace) -> None:
     require_current(ws, "refine")
 
 
-def _start_configured(ws: Workspace, command: str, run_id: str, config, name: str | None) -> None:
+def _start_configured(ws: Workspace, command: str, run_id: str, config, name: str | None,
+                      extra: list[str] | None = None) -> None:
     """`climb COMMAND WS --config FILE --COMMAND-id ID` in a worker, its config written beside the logs.
 
     The config and its targets are checked here, so a bad value is reported to the caller (the
@@ -203,11 +204,13 @@ def _start_configured(ws: Workspace, command: str, run_id: str, config, name: st
     argv = _climb(command, str(ws.root), "--config", str(cfg_path), f"--{command}-id", run_id, "--quiet")
     if name:
         argv += ["--name", name]
+    argv += list(extra or [])
     start_job(ws, command, argv, {f"{command}_id": run_id, "name": name})
 
 
-def start_search_job(ws: Workspace, config, name: str | None = None) -> str:
-    """Start a new search in a background worker and return its id at once.
+def start_search_job(ws: Workspace, config, name: str | None = None, warm_start: list[str] | tuple = ()) -> str:
+    """Start a new search in a background worker and return its id at once; `warm_start`: the
+    searches whose runs it learns from (`climb search --warm-start`).
 
     The worker (`climb search --config ... --search-id ID`) re-tokenises the clusters if they changed
     since `climb tokens`, then creates the search under ID, so the page can follow it straight away.
@@ -215,7 +218,7 @@ def start_search_job(ws: Workspace, config, name: str | None = None) -> str:
     from climb_core.search import new_search_id
 
     search_id = new_search_id()
-    _start_configured(ws, "search", search_id, config, name)
+    _start_configured(ws, "search", search_id, config, name, [a for sid in warm_start for a in ("--warm-start", sid)])
     return search_id
 
 

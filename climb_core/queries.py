@@ -421,12 +421,15 @@ def searches(ws: Workspace) -> pd.DataFrame:
                    s.final_predicted, s.best_run_id, len(s.cluster_ids) AS n_clusters,
                    coalesce(r.finished, 0) AS runs_finished, coalesce(r.failed, 0) AS runs_failed,
                    coalesce(r.total, 0) AS runs_proposed, r.best_score, r.last_round,
-                   try_cast(json_extract(s.config_json, '$.search.budget') AS INTEGER) AS budget
+                   try_cast(json_extract(s.config_json, '$.search.budget') AS INTEGER) AS budget,
+                   coalesce(r.warm, 0) AS warm_runs
             FROM searches s LEFT JOIN (
-                SELECT search_id, count(*) FILTER (WHERE status = 'done') AS finished,
-                       count(*) FILTER (WHERE status = 'failed') AS failed, count(*) AS total,
-                       max(score) FILTER (WHERE status = 'done') AS best_score, max(round) AS last_round
-                FROM proxy_runs GROUP BY search_id) r USING (search_id)
+                SELECT search_id, count(*) FILTER (WHERE status = 'done' AND NOT warm) AS finished,
+                       count(*) FILTER (WHERE status = 'failed') AS failed, count(*) FILTER (WHERE NOT warm) AS total,
+                       max(score) FILTER (WHERE status = 'done' AND NOT warm) AS best_score, max(round) AS last_round,
+                       count(*) FILTER (WHERE warm) AS warm
+                FROM (SELECT *, purpose IS NOT DISTINCT FROM 'warm' AS warm FROM proxy_runs)
+                GROUP BY search_id) r USING (search_id)
             ORDER BY s.created_at DESC""").df()
     # A search whose worker died reads 'interrupted', not 'running' forever.
     df["status"] = [shown_status(r) for r in df.to_dict("records")]
@@ -459,7 +462,8 @@ def proxy_runs(ws: Workspace, search_id: str) -> pd.DataFrame:
     with ws.connect() as con:
         return con.execute("""
             SELECT run_id, round, idx, coalesce(purpose, 'explore') AS purpose, weights, seed, tokens, predicted,
-                   predicted_sd, status, score, scores_json, wall_s, host, proposed_at, finished_at, error
+                   predicted_sd, status, score, scores_json, wall_s, host, proposed_at, finished_at, error,
+                   source_search, source_run, mapping
             FROM proxy_runs WHERE search_id = ? ORDER BY round, idx, proposed_at""", [search_id]).df()
 
 
@@ -498,3 +502,11 @@ def jobs(ws: Workspace, limit: int = 100) -> pd.DataFrame:
         return con.execute(
             f"SELECT job_id, kind, status, pid, started_at, finished_at, message, log_path, args_json FROM jobs "
             f"ORDER BY started_at DESC LIMIT {int(limit)}").df()
+
+
+def warm_start_offers(ws: Workspace) -> pd.DataFrame:
+    """Finished searches whose runs a new search can learn from, carried to the current clusters,
+    with how many runs would be reused, remapped and dropped (see climb_core.search.warm)."""
+    from climb_core.search.warm import warm_offers
+
+    return warm_offers(ws)

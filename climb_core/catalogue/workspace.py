@@ -31,7 +31,7 @@ import duckdb
 from climb_core.catalogue import connections
 from climb_core.config import ClimbConfig, load_config, save_config
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DB_NAME = "climb.duckdb"
 CONFIG_NAME = "climb.toml"
 
@@ -140,6 +140,16 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE stages ADD COLUMN IF NOT EXISTS upstream_json VARCHAR",
         "ALTER TABLE studies ADD COLUMN IF NOT EXISTS pid INTEGER",
         "ALTER TABLE studies ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
+    ],
+    # v6: warm starts. A warm run is a row of the new search (round 0, purpose 'warm', never trained)
+    # naming the run it came from and how its weights were carried to the current clusters;
+    # a search records the edit that created each of its clusters, so a reused cluster id is told apart.
+    5: [
+        "ALTER TABLE proxy_runs ADD COLUMN IF NOT EXISTS source_search VARCHAR",
+        "ALTER TABLE proxy_runs ADD COLUMN IF NOT EXISTS source_run VARCHAR",
+        "ALTER TABLE proxy_runs ADD COLUMN IF NOT EXISTS mapping VARCHAR",
+        "ALTER TABLE searches ADD COLUMN IF NOT EXISTS cluster_created BIGINT[]",
+        "ALTER TABLE searches ADD COLUMN IF NOT EXISTS warm_json VARCHAR",
     ],
 }
 

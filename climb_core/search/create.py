@@ -6,13 +6,14 @@ import json
 import uuid
 
 import numpy as np
+import pandas as pd
 
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
 from climb_core.search.acquisition import ACQUISITIONS
 from climb_core.search.constraints import ConstraintError, constraints_for
 from climb_core.search.predictors.select import PREDICTORS
-from climb_core.search.records import SearchError, timestamp
+from climb_core.search.records import SearchError, timestamp, ws_tx
 from climb_core.search.sampling import DESIGNS
 from climb_core.search.strategies import STRATEGIES
 
@@ -82,11 +83,15 @@ def new_search_id() -> str:
     return f"{timestamp():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None, search_id: str | None = None) -> str:
+def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None, search_id: str | None = None,
+                  warm_start: list[str] | tuple[str, ...] = (), warm_start_any: bool = False) -> str:
     """Record a new search: a snapshot of the active clusters, their labels and prior, and the config.
 
     `search_id` lets a caller (the dashboard) name the search before a worker process creates it.
-    Every key and target is checked first, so a bad one is refused with nothing recorded."""
+    `warm_start`: searches (imported or earlier) whose finished runs join the predictor's training
+    data from round 1, carried to the current clusters (see `climb_core.search.warm`); runs scored on
+    other targets or proxy settings are refused unless `warm_start_any`.
+    Every key, target and warm-start source is checked first, so a bad one is refused with nothing recorded."""
     from climb_core.config import validate
     from climb_core.proxy.targets import validate_targets
 
@@ -102,19 +107,42 @@ def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None
         constraints_for(config.mixture, prior, ids, tokens)
     except ConstraintError as err:
         raise SearchError(f"the mixture constraints cannot be met: {err}") from err
-    labels = dict(ws.query_df("SELECT cluster_id, coalesce(label, auto_label, '') AS label FROM clusters "
-                              "WHERE state = 'active'").itertuples(index=False, name=None))
+    snap = ws.query_df("SELECT cluster_id, coalesce(label, auto_label, '') AS label, created_edit FROM clusters "
+                       "WHERE state = 'active'")
+    labels = dict(zip(snap["cluster_id"], snap["label"]))
+    created = {int(c): (None if pd.isna(e) else int(e)) for c, e in zip(snap["cluster_id"], snap["created_edit"])}
     now = timestamp()
     search_id = search_id or new_search_id()
     if ws.scalar("SELECT count(*) FROM searches WHERE search_id = ?", [search_id]):
         raise SearchError(f"a search {search_id!r} already exists; continue it with --resume")
     name = name or config.search.name or f"{strategy} {now:%Y-%m-%d %H:%M}"
     target = [dict(vars(s)) for s in config.target.specs]
-    with ws.connect() as con:
+    config_json, target_json = json.dumps(config.to_dict()), json.dumps(target)
+    warm_rows, warm = None, None
+    if warm_start:
+        from climb_core.search.warm import plan_warm_start
+
+        warm_rows, warm = plan_warm_start(ws, config_json, target_json, ids, list(warm_start), warm_start_any)
+    with ws_tx(ws) as con:
         con.execute(
             """INSERT INTO searches (search_id, name, strategy, status, config_json, target_json, cluster_ids,
-                   cluster_labels, prior, cluster_tokens, created_at, updated_at, message)
-               VALUES (?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, 'created')""",
-            [search_id, name, strategy, json.dumps(config.to_dict()), json.dumps(target), ids,
-             [str(labels.get(i, "")) for i in ids], [float(p) for p in prior], tokens, now, now])
+                   cluster_labels, prior, cluster_tokens, created_at, updated_at, message, cluster_created, warm_json)
+               VALUES (?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?)""",
+            [search_id, name, strategy, config_json, target_json, ids,
+             [str(labels.get(i, "")) for i in ids], [float(p) for p in prior], tokens, now, now,
+             [created.get(int(i)) for i in ids], None if warm is None else json.dumps(warm)])
+        if warm_rows is not None and len(warm_rows):
+            _insert_warm_runs(con, search_id, warm_rows, now)
     return search_id
+
+
+def _insert_warm_runs(con, search_id: str, rows: pd.DataFrame, now) -> None:
+    """Warm runs as round-0 rows of the search: done, never trained, not in the budget."""
+    df = rows.assign(search_id=search_id, run_id=[f"{search_id}-w-{i:04d}" for i in range(len(rows))],
+                     idx=np.arange(len(rows), dtype=np.int32), proposed_at=now)
+    con.register("warm_df", df)
+    con.execute("""INSERT INTO proxy_runs (search_id, run_id, round, idx, weights, seed, tokens, status, score,
+                       scores_json, purpose, proposed_at, finished_at, source_search, source_run, mapping)
+                   SELECT search_id, run_id, 0, idx, weights::DOUBLE[], seed, tokens, 'done', score, scores_json,
+                       'warm', proposed_at, finished_at, source_search, source_run, mapping FROM warm_df""")
+    con.unregister("warm_df")

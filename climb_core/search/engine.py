@@ -31,9 +31,10 @@ from climb_core.search.constraints import ConstraintError
 from climb_core.search.predictors.select import warm_imports
 from climb_core.search.proposals import (SearchContext, conclude, round_proposal, verification_proposal,
                                          write_proposals)
-from climb_core.search.records import (Recorder, SearchError, done_runs, load_search, mark_running, release_runs,
+from climb_core.search.records import (Recorder, SearchError, load_search, mark_running, release_runs,
                                        search_runs, set_search, worker_alive, ws_tx)
 from climb_core.search.report import SearchSummary, summarize
+from climb_core.search.warm import training_runs
 
 def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = None, progress: bool = True) -> SearchSummary:
     """Run (or resume) a search until its budget is spent, it is cancelled, or it fails.
@@ -63,7 +64,8 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
             # Runs a killed process left 'running' (and runs that failed) are trained again.
             release_runs(con, search_id, "running", "starting", retry_failed=True, owner=(os.getpid(), process_start()))
         budget = ctx.plan.total
-        n_done0 = int(ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND status = 'done'", [search_id]))
+        n_done0 = int(ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND status = 'done' "
+                                "AND coalesce(purpose, 'explore') <> 'warm'", [search_id]))
     if ctx.strategy.name in ("climb", "regmix"):
         warm_imports()
     bar = tqdm(total=budget, initial=min(n_done0, budget), desc=f"search {search_id}", unit="proxy", disable=not progress)
@@ -151,7 +153,7 @@ def _propose_and_prepare(ctx: SearchContext, executor, fn, rnd: int, n: int, mes
         fresh = not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, rnd])
         if fresh:
             set_search(ws, search_id, message=message)
-            X, y, _ = done_runs(ws, search_id, before_round=rnd)
+            X, y = training_runs(ws, search_id, ctx.warm, before_round=rnd)  # warm runs included
     proposal = None
     if fresh:
         proposal = verification_proposal(ctx, X, y) if verify else round_proposal(ctx, rnd, n, X, y)

@@ -31,6 +31,9 @@ class SearchContext:
         self.plan: Plan = plan(row["strategy"], self.config)
         self.sizes = self.plan.explore
         self.seed = self.config.search.seed
+        from climb_core.search.warm import warm_info
+
+        self.warm = warm_info(row)  # the warm-start report (sources, counts, which get an offset), or None
 
 
 def _run_seed(seed: int, rnd: int, idx: int) -> int:

@@ -46,8 +46,11 @@ def list_searches(ws: Workspace) -> pd.DataFrame:
 def _list_searches(ws: Workspace) -> pd.DataFrame:
     return ws.query_df(
         """SELECT s.search_id, s.name, s.strategy, s.status, s.pid, s.pid_started, s.message, s.created_at, s.updated_at,
-                  count(r.run_id) AS n_runs, count(*) FILTER (WHERE r.status = 'done') AS n_done,
-                  count(*) FILTER (WHERE r.status = 'failed') AS n_failed, max(r.score) AS best_score,
+                  count(r.run_id) FILTER (WHERE r.purpose IS DISTINCT FROM 'warm') AS n_runs,
+                  count(*) FILTER (WHERE r.status = 'done' AND r.purpose IS DISTINCT FROM 'warm') AS n_done,
+                  count(*) FILTER (WHERE r.status = 'failed') AS n_failed,
+                  max(r.score) FILTER (WHERE r.purpose IS DISTINCT FROM 'warm') AS best_score,
+                  count(*) FILTER (WHERE r.purpose = 'warm') AS n_warm,
                   s.final_predicted, s.best_run_id
            FROM searches s LEFT JOIN proxy_runs r USING (search_id)
            GROUP BY ALL ORDER BY s.created_at""")

@@ -15,6 +15,7 @@ from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, config_from_dict
 from climb_core.search.records import load_search, search_runs, shown_status
 from climb_core.search.strategies import plan
+from climb_core.search.warm import warm_info
 
 
 @dataclass
@@ -37,6 +38,7 @@ class SearchSummary:
 def summarize(ws: Workspace, search_id: str) -> SearchSummary:
     row = load_search(ws, search_id)
     runs = search_runs(ws, search_id)
+    runs = runs[runs["purpose"].fillna("explore") != "warm"]  # a warm run was trained for another search
     done = runs[runs["status"] == "done"]
     best = done.loc[done["score"].idxmax()] if len(done) else None
     fw = row["final_weights"]
@@ -89,9 +91,11 @@ def search_report(ws: Workspace, search_id: str) -> dict[str, Any]:
             "epochs": json.loads(r["epochs_json"]) if isinstance(r["epochs_json"], str) else None,
             "loss_curve": jsonable(r["loss_curve"]), "wall_s": jsonable(r["wall_s"]), "host": r["host"],
             "proposed_at": jsonable(r["proposed_at"]), "finished_at": jsonable(r["finished_at"]), "error": r["error"],
+            "warm": r.get("purpose") == "warm", "source_search": _str_or_none(r.get("source_search")),
+            "source_run": _str_or_none(r.get("source_run")), "mapping": _str_or_none(r.get("mapping")),
         })
-    # Best score so far, in the order runs finished: the search's learning curve.
-    finished = sorted((r for r in run_list if r["status"] == "done"), key=lambda r: (r["finished_at"] or "", r["round"], r["idx"]))
+    # Best score so far, in the order runs finished: the search's learning curve (its own runs only).
+    finished = sorted((r for r in run_list if r["status"] == "done" and not r["warm"]), key=lambda r: (r["finished_at"] or "", r["round"], r["idx"]))
     best_so_far, best = [], -math.inf
     for i, r in enumerate(finished, start=1):
         best = max(best, r["score"])
@@ -120,4 +124,10 @@ def search_report(ws: Workspace, search_id: str) -> dict[str, Any]:
         "final_weights": jsonable(row["final_weights"]),
         "final_predicted": jsonable(row["final_predicted"]),
         "final": _final_json(row),
+        "warm_start": warm_info(row),
+        "n_warm": sum(1 for r in run_list if r["warm"]),
     }
+
+
+def _str_or_none(v: Any) -> str | None:
+    return v if isinstance(v, str) else None

@@ -75,7 +75,10 @@ def _commands(info: dict, runs) -> None:
 
 def _draw() -> None:
     info = queries.search_info(ws, sid) or {}
-    runs = queries.proxy_runs(ws, sid)
+    every = queries.proxy_runs(ws, sid)
+    # Warm runs (round 0) were trained for other searches: shown apart, never counted as this search's.
+    warm = every[every["purpose"] == "warm"] if not every.empty else every
+    runs = every[every["purpose"] != "warm"] if not every.empty else every
     reports = queries.predictor_reports(ws, sid)
     labels = [str(x) for x in (info.get("cluster_labels") or [])]
     ids_ = info.get("cluster_ids") or []
@@ -94,6 +97,11 @@ def _draw() -> None:
                 help=None if last_pred.empty else f"latest predictor: {last_pred.iloc[-1]}")
     if info.get("message"):
         st.caption(w.md(info["message"]))
+    if not warm.empty:
+        kinds = warm["mapping"].value_counts().to_dict()
+        st.caption(w.md(f"Warm start: {len(warm)} runs from {', '.join(sorted(warm['source_search'].dropna().unique()))} "
+                        f"({kinds.get('reused', 0)} reused, {kinds.get('remapped', 0)} remapped to the current clusters), "
+                        f"in the predictor's training data from round 1; best warm score {warm['score'].max():.4f}."))
     _commands(info, runs)
     final = info.get("final") or {}
     if final.get("how"):
@@ -134,8 +142,12 @@ def _draw() -> None:
             st.caption("Predictions appear from the second round on.")
     with c2:
         curve = queries.best_so_far(runs)
-        st.plotly_chart(w.line_chart({"best so far": (curve["proxies_trained"], curve["best"]),
-                                      "each run": (curve["proxies_trained"], curve["score"])},
+        series = {"best so far": (curve["proxies_trained"], curve["best"]),
+                  "each run": (curve["proxies_trained"], curve["score"])}
+        if not warm.empty and len(curve):
+            top = float(warm["score"].max())
+            series["best warm run (trained elsewhere)"] = ([1, int(curve["proxies_trained"].max())], [top, top])
+        st.plotly_chart(w.line_chart(series,
                                      "Best so far vs proxies trained", "proxies trained", "score"), key="best")
 
     c3, c4 = st.columns(2)
@@ -176,7 +188,7 @@ def _draw() -> None:
         st.plotly_chart(w.weights_bars(mixes, names, "Weights of the best mixtures"), key="weights")
 
     with st.expander("All runs"):
-        st.dataframe(runs.drop(columns=["weights"]), hide_index=True)
+        st.dataframe(every.drop(columns=["weights"]), hide_index=True)
 
 
 running = _is_running()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -100,6 +101,24 @@ with st.form("new_search"):
     k4, k5 = st.columns(2)
     pinned = k4.text_input("Pinned clusters (ID=WEIGHT, comma-separated)", ",".join(base.mixture.pinned))
     excluded = k5.text_input("Excluded clusters (IDs, comma-separated)", ",".join(map(str, base.mixture.excluded)))
+    offers = queries.warm_start_offers(ws)
+    warm_pick: list[str] = []
+    if not offers.empty:
+        st.markdown("**Warm start** (earlier searches' runs train the predictor from round 1; only new runs "
+                    "count in the budget)")
+        changed = offers[offers["clusters_changed"]]
+        if not changed.empty:
+            st.info(f"The clusters changed since {len(changed)} finished search(es); their runs can be carried to "
+                    "the current clusters through the edits (merged weights add, split ones follow the token shares, "
+                    "runs leaning more than 5% on a pruned cluster are dropped).")
+        st.dataframe(offers.rename(columns={"runs": "runs trained", "clusters_changed": "clusters edited since"}),
+                     hide_index=True)
+        warm_pick = st.multiselect(
+            "Warm-start from", offers["search_id"].tolist(),
+            default=changed["search_id"].tolist()[:1],
+            format_func=lambda s: (lambda r: f"{r['name'] or s} [{r['strategy']}]: {r['reused']} reused, "
+                                            f"{r['remapped']} remapped, {r['dropped']} dropped")(
+                offers.set_index("search_id").loc[s]))
     launch = st.form_submit_button("Launch search", type="primary")
 
 if launch:
@@ -156,7 +175,13 @@ if launch:
             # The same checks as `climb search`: every key in its range, every target readable.
             validate(cfg)
             validate_targets(ws, cfg.target.specs)
-            sid = jobs.start_search_job(ws, cfg, name or None)
+            if warm_pick:
+                # Refused settings (other targets or proxy) show here, not in the worker's log.
+                from climb_core.search.warm import plan_warm_start
+
+                plan_warm_start(ws, json.dumps(cfg.to_dict()), json.dumps([dict(vars(t)) for t in cfg.target.specs]),
+                                sorted(int(c) for c in queries.cluster_table(ws, ["active"])["cluster_id"]), warm_pick)
+            sid = jobs.start_search_job(ws, cfg, name or None, warm_start=warm_pick)
         except (ConfigError, TargetError) as err:
             st.error(str(err))
         except Exception as err:  # noqa: BLE001 - shown to the user
