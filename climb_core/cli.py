@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from climb_core.catalogue.liveness import Interrupted
+from climb_core.catalogue.liveness import Interrupted, sigterm_raises
 from climb_core.catalogue.stages import StageError
 from climb_core.catalogue.workspace import Workspace, WorkspaceError
 from climb_core.config import (ClimbConfig, ConfigError, dump_toml, load_config, reference_markdown, validate,
@@ -24,6 +25,7 @@ from climb_core.pipeline.registry import PIPELINE, STAGES
 from climb_core.proxy.targets import parse_target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("climb_core.cli")
 
 # flag dest -> dotted config key, per command. A flag left unset does not override the config file.
 STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
@@ -80,7 +82,7 @@ STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
         ("--gpus-per-run", "slurm.gpus_per_run", int, "--executor slurm: GPUs per proxy run"),
         ("--time-min", "slurm.time_min", int, "--executor slurm: time limit per run in minutes"),
         ("--sbatch", "slurm.extra_sbatch", str, "--executor slurm: extra sbatch flags, e.g. account=proj,qos=high"),
-        ("--tokens", "proxy.tokens", int, "training tokens per proxy"),
+        ("--proxy-tokens", "proxy.tokens", int, "training tokens per proxy"),
         ("--proxy-device", "proxy.device", str, "auto, cpu or cuda"),
         ("--n-layer", "proxy.n_layer", int, "GPT layers"),
         ("--n-embd", "proxy.n_embd", int, "GPT width"),
@@ -102,14 +104,57 @@ STAGE_FLAGS["study"] = [
     ("--predictors", "study.predictors", str, "climb runs once per predictor, e.g. auto,loglinear"),
     ("--seeds", "study.seeds", int, "search seeds per strategy"),
     ("--final-kind", "study.final_kind", str, "proxy kind of the final model (gpt or ngram)"),
-    ("--final-multiple", "study.final_token_multiple", float, "final model tokens as a multiple of --tokens"),
+    ("--final-multiple", "study.final_token_multiple", float, "final model tokens as a multiple of --proxy-tokens"),
     ("--final-seeds", "study.final_seeds", int, "training seeds per final model"),
 ]
 SEED_FLAG = {"cluster": "cluster.seed", "map": "map.seed", "search": "search.seed", "tokens": "tokenizer.seed"}
+# Old spellings of renamed config flags: still accepted (hidden from --help) with a note on stderr,
+# so scripts written against them keep working.
+RENAMED_FLAGS = {"--proxy-tokens": "--tokens"}
+
+# The top-level keys of each command's --json object; docs/cli-json.md describes them and the
+# tests check both the output and that page against this table.
+JSON_KEYS: dict[str, tuple[str, ...]] = {
+    "status": ("workspace", "stages", "documents", "tokens_est", "rejected", "base_clusters", "clusters",
+               "edits", "active_clusters", "searches"),
+    "runs": ("workspace", "searches"),
+    "search": ("search_id", "name", "strategy", "status", "message", "config", "target", "cluster_ids",
+               "cluster_labels", "runs", "best_run", "final", "final_weights"),
+    "study": ("study_id", "name", "status", "message", "target", "budget", "proxy", "final_model", "cluster_ids",
+              "cluster_labels", "strategies", "comparisons", "verdict", "report_dir"),
+    "export": ("export_id", "search_id", "source", "out_dir", "requested_tokens", "tokens", "docs", "weights",
+               "cluster_ids", "cluster_labels", "clusters", "files", "formats", "held_out", "max_share_deviation",
+               "trainer_data"),
+    "decontam": ("n", "n_docs", "evals", "clusters", "flagged_doc_ids", "recorded"),
+}
 
 
 class CliError(RuntimeError):
-    pass
+    """A runtime error the user can act on: `error: ...` on stderr, exit 1."""
+
+
+class UsageError(CliError):
+    """Flags that do not fit together (or a required one missing): the command's usage, exit 2."""
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a renamed flag or argument: stores into the new one's dest and leaves a note
+    that main() logs once logging is set up (argparse runs this before -q/-v are known)."""
+
+    def __init__(self, option_strings, dest, *, new: str, into: str | None = None, **kwargs):
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+        self.into = into or dest  # a positional's dest is its name, so it says where the value goes
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is None:  # an optional positional left out
+            return
+        setattr(namespace, self.into, values)
+        old = option_string or f"a positional {self.metavar or self.dest.upper()}"
+        notes = list(getattr(namespace, "deprecated_notes", []))
+        notes.append(f"{old} is deprecated; use {self.new}")
+        namespace.deprecated_notes = notes
 
 
 def _dest(flag: str) -> str:
@@ -123,6 +168,9 @@ def _add_config_flags(p: argparse.ArgumentParser, stages: list[str]) -> None:
     for stage in stages:
         for flag, _key, typ, help_text in STAGE_FLAGS.get(stage, []):
             p.add_argument(flag, type=typ, default=None, help=help_text)
+            if flag in RENAMED_FLAGS:
+                p.add_argument(RENAMED_FLAGS[flag], dest=_dest(flag), type=typ, default=None,
+                               action=DeprecatedAlias, new=flag)
         if stage in SEED_FLAG and not any(a.dest == "seed" for a in p._actions):
             p.add_argument("--seed", type=int, default=None, help="random seed")
 
@@ -178,7 +226,24 @@ def _open(path: str) -> Workspace:
 
 
 def _print(text: str) -> None:
+    """A result line on stdout (messages about the work go to stderr through `log`)."""
     print(text, flush=True)
+
+
+def _json_mode(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """A line of a human-readable result; with --json stdout holds only the JSON, so it goes to the log."""
+    if _json_mode(args):
+        log.info(text)
+    else:
+        _print(text)
+
+
+def _emit_json(data: Any) -> None:
+    _print(json.dumps(data, indent=2, default=str))
 
 
 # --------------------------------------------------------------------------------------- commands
@@ -245,7 +310,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     ws = _open(args.workspace)
     if args.json:
-        _print(json.dumps(workspace_status(ws), indent=2, default=str))
+        _emit_json(workspace_status(ws))
     else:
         _print_status(ws)
     return 0
@@ -285,7 +350,7 @@ def _run_config(ws: Workspace, args: argparse.Namespace, kind: str, stages: list
     if stored is None:
         hint = f"; `climb runs {args.workspace}` lists them" if kind == "search" else ""
         raise CliError(f"no {kind} {args.resume!r} in {ws.root}{hint}")
-    _print(f"resuming {kind} {args.resume}")
+    log.info("resuming %s %s", kind, args.resume)
     return config_from_dict(json.loads(stored))
 
 
@@ -315,24 +380,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.resume:
         search_id = create_search(ws, config, name=args.name, search_id=args.search_id,
                                   warm_start=args.warm_start or [], warm_start_any=args.warm_start_any)
-        _print(f"search {search_id} created")
+        _say(args, f"search {search_id} created")
         if args.warm_start:
             from climb_core.search.records import load_search
             from climb_core.search.warm import describe_warm, warm_info
 
             for line in describe_warm(warm_info(load_search(ws, search_id)) or {}):
-                _print(line)
+                _say(args, line)
     summary = run_search(ws, search_id, progress=not args.quiet)
     from climb_core.search import search_report
 
-    _print_search(search_report(ws, search_id))
+    report = search_report(ws, search_id)
+    if _json_mode(args):
+        _emit_json(report)
+    else:
+        _print_search(report)
     if summary.status == "failed":
         message = ws.scalar("SELECT message FROM searches WHERE search_id = ?", [search_id])
         print(f"error: search {search_id} failed: {message}", file=sys.stderr)
         return 1
     if summary.status == "cancelled":
         return 0
-    _print(f"next: climb export {args.workspace} --run {search_id} --out DIR   (or see it in `climb dashboard`)")
+    _say(args, f"next: climb export {args.workspace} --search {search_id} --out DIR   (or see it in `climb dashboard`)")
     return 0
 
 
@@ -351,8 +420,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     run_stage(ws, "tokens", config, progress=not args.quiet)
     if not args.resume:
         study_id = create_study(ws, config, name=args.name, study_id=args.study_id)
-        _print(f"study {study_id} created (continue it with --resume {study_id} if it stops)")
+        _say(args, f"study {study_id} created (continue it with --resume {study_id} if it stops)")
     rep = run_study(ws, study_id, progress=not args.quiet)
+    if _json_mode(args):
+        _emit_json(rep)
+        return 0
     _print(report_markdown(rep))
     _print(f"report: {rep['report_dir']}/study.md, study.html, study.json")
     return 0
@@ -364,13 +436,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.workspace == "import" and args.rest:
         return _runs_import(args)
     if args.rest:
-        raise CliError(f"unexpected argument(s) {' '.join(args.rest)}; import runs with `climb runs import WS FILE`")
+        raise UsageError(f"unexpected argument(s) {' '.join(args.rest)}; import runs with `climb runs import WS FILE`")
     ws = _open(args.workspace)
     if args.csv is not None:
         from climb_core.search.imports import runs_csv
 
         if not args.search:
-            raise CliError("--csv exports one search: add --search ID")
+            raise UsageError("--csv exports one search: add --search ID")
         text = runs_csv(ws, args.search)
         if args.csv == "-":
             sys.stdout.write(text)
@@ -381,7 +453,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     searches = list_searches(ws)
     ids = [args.search] if args.search else list(searches["search_id"]) if len(searches) else []
     if args.json:
-        _print(json.dumps([search_report(ws, sid) for sid in ids], indent=2, default=str))
+        _emit_json({"workspace": str(ws.root), "searches": [search_report(ws, sid) for sid in ids]})
         return 0
     if not ids:
         _print("no searches yet: climb search WORKSPACE")
@@ -396,7 +468,7 @@ def _runs_import(args: argparse.Namespace) -> int:
     from climb_core.search.imports import import_runs
 
     if len(args.rest) != 2:
-        raise CliError("usage: climb runs import WORKSPACE FILE [--name NAME] [--map FILE] [--target ...]")
+        raise UsageError("usage: climb runs import WORKSPACE FILE [--name NAME] [--map FILE] [--target ...]")
     ws = _open(args.rest[0])
     config = _resolve_config(ws, args, [])
     sid = import_runs(ws, args.rest[1], config=config, name=args.name, map_path=args.map)
@@ -454,21 +526,33 @@ def _print_search(rep: dict[str, Any]) -> None:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from climb_core.search import cancel_search
 
-    cancel_search(_open(args.workspace), args.search_id)
-    _print(f"asked search {args.search_id} to stop after its current run; resume with "
-           f"`climb search {args.workspace} --resume {args.search_id}`")
+    if not args.search:
+        raise UsageError("name the search to stop: climb cancel WORKSPACE --search SEARCH_ID")
+    cancel_search(_open(args.workspace), args.search)
+    _print(f"asked search {args.search} to stop after its current run; resume with "
+           f"`climb search {args.workspace} --resume {args.search}`")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from climb_core.export.mixture import export_search
 
+    if not args.search:
+        raise UsageError("name the search to export: --search SEARCH_ID (`climb runs WORKSPACE` lists them)")
     ws = _open(args.workspace)
     _require_current(ws, ws.load_config())
     out = Path(args.out).resolve()
-    manifest = export_search(ws, args.run, out, tokens=args.tokens, config=ws.load_config(), force=args.force,
-                             formats=args.formats, tokenizer=args.tokenizer, sample=True if args.sample else None,
-                             progress=not args.quiet)
+    manifest = export_search(ws, args.search, out, tokens=args.dataset_tokens, config=ws.load_config(),
+                             force=args.force, formats=args.formats, tokenizer=args.tokenizer,
+                             sample=True if args.sample else None, progress=not args.quiet)
+    if _json_mode(args):
+        if args.push_to_hub:
+            from climb_core.export.formats import push_to_hub
+
+            log.info("pushing %s to %s", out, args.push_to_hub)
+            manifest = {**manifest, "pushed_to": push_to_hub(out, args.push_to_hub, private=args.private)}
+        _emit_json({**manifest, "out_dir": str(out)})
+        return 0
     _print(f"exported the {manifest['source']} of search {manifest['search_id']} to {out}: "
            f"{manifest['docs']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['files'])} Parquet file(s)")
     for c in sorted(manifest["clusters"], key=lambda c: -c["weight"]):
@@ -533,9 +617,13 @@ def cmd_decontam(args: argparse.Namespace) -> int:
     from climb_core.export.decontam import decontaminate, format_report
 
     if not args.target:
-        raise CliError("give at least one eval set with --target (e.g. --target arc_easy)")
-    rep = decontaminate(_open(args.workspace), [parse_target(t) for t in args.target], n=args.n, drop=args.drop)
-    _print(json.dumps(rep.to_dict(), indent=2) if args.json else format_report(rep))
+        raise UsageError("give at least one eval set with --target (e.g. --target arc_easy)")
+    rep = decontaminate(_open(args.workspace), [parse_target(t) for t in args.target], n=args.n, drop=args.drop,
+                        progress=not args.quiet)
+    if _json_mode(args):
+        _emit_json(rep.to_dict())
+    else:
+        _print(format_report(rep))
     return 0
 
 
@@ -566,7 +654,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     url = f"http://{'127.0.0.1' if args.host in {'0.0.0.0', '::'} else args.host}:{args.port}"
     _print(f"CLIMB Studio on {url}  (workspace {ws.root}; Ctrl-C to stop)")
     if not is_loopback(args.host):
-        _print(f"warning: listening on {args.host}: other machines can reach this dashboard (password from {PASSWORD_ENV})")
+        log.warning("listening on %s: other machines can reach this dashboard (password from %s)", args.host, PASSWORD_ENV)
 
     class Stop(Exception):
         def __init__(self, signum: int):
@@ -627,8 +715,43 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------- parser
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("climb-studio")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        from climb_core import __version__
+
+        return __version__
+
+
+def _verbosity_flags(p: argparse.ArgumentParser) -> None:
+    """-v/-q, accepted before the command and after it. SUPPRESS keeps a subcommand's unset flag from
+    overwriting one given before the command; main() fills in the defaults."""
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                   help="more messages on stderr: -v what each step does, -vv debugging detail")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="errors only on stderr, no progress bars")
+
+
+def _json_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} as one JSON object on stdout (docs/cli-json.md)")
+
+
+def _search_flag(p: argparse.ArgumentParser, help_text: str, *, old: str | None = None) -> None:
+    """--search SEARCH_ID, the one name of the search selector; `old` is an earlier spelling kept working."""
+    p.add_argument("--search", metavar="SEARCH_ID", default=None, help=help_text)
+    if old:
+        p.add_argument(old, dest="search", metavar="SEARCH_ID", action=DeprecatedAlias, new="--search")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="climb", description="CLIMB Studio: cluster a corpus and search its data mixture.")
+    parser = argparse.ArgumentParser(prog="climb", description="CLIMB Studio: cluster a corpus and search its data mixture.",
+                                     epilog="Exit status: 0 success, 1 error, 2 usage error, 130 Ctrl-C, 143 SIGTERM. "
+                                            "Results go to stdout, messages and progress bars to stderr.")
+    parser.add_argument("--version", action="version", version=f"climb {_version()}")
+    _verbosity_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a workspace folder")
@@ -643,21 +766,19 @@ def build_parser() -> argparse.ArgumentParser:
         if stage.name == "ingest":
             p.add_argument("--input", nargs="+", help="input files or folders (replaces ingest.paths)")
         p.add_argument("--force", action="store_true", help="run even if up to date")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
         _add_config_flags(p, [stage.name])
         p.set_defaults(fn=cmd_stage)
 
     p = sub.add_parser("run-all", help=f"run {', '.join(PIPELINE)} in order")
     p.add_argument("workspace")
     p.add_argument("--input", nargs="+", help="input files or folders")
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--force", action="store_true", help="run every stage even if up to date")
     _add_config_flags(p, PIPELINE)
     p.set_defaults(fn=cmd_run_all)
 
     p = sub.add_parser("status", help="stages, counts and clusters of a workspace")
     p.add_argument("workspace")
-    p.add_argument("--json", action="store_true", help="machine-readable")
+    _json_flag(p, "the workspace's status")
     p.set_defaults(fn=cmd_status)
 
     p = sub.add_parser("export-assignments", help="one row per document: id, final cluster and label, map coordinates")
@@ -678,7 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the budget; runs on clusters edited since are carried over (repeatable)")
     p.add_argument("--warm-start-any", action="store_true",
                    help="take warm runs scored on other targets or proxy settings too (each such source gets a score offset)")
-    p.add_argument("--quiet", action="store_true")
+    _json_flag(p, "the search's report")
     _add_config_flags(p, ["search", "tokens"])
     p.set_defaults(fn=cmd_search)
 
@@ -689,15 +810,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="a name for the study")
     p.add_argument("--resume", metavar="STUDY_ID", help="continue a stopped study")
     p.add_argument("--study-id", help="id for the new study")
-    p.add_argument("--quiet", action="store_true")
+    _json_flag(p, "the study's report")
     _add_config_flags(p, ["search", "tokens", "study"])
     p.set_defaults(fn=cmd_study)
 
     p = sub.add_parser("runs", help="list searches and their proxy runs; `runs import WS FILE` imports runs trained elsewhere")
     p.add_argument("workspace", help="the workspace, or `import` followed by WORKSPACE FILE")
     p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
-    p.add_argument("--search", help="only this search")
-    p.add_argument("--json", action="store_true", help="every proxy run of every round, machine-readable")
+    _search_flag(p, "only this search")
+    _json_flag(p, "every search with every proxy run of every round")
     p.add_argument("--csv", nargs="?", const="-", metavar="FILE",
                    help="with --search: its finished runs as CSV (one weight column per cluster id, score, metrics) "
                         "to FILE or stdout; `climb runs import` reads it back")
@@ -709,13 +830,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cancel", help="stop a running search after its current proxy run")
     p.add_argument("workspace")
-    p.add_argument("search_id")
+    _search_flag(p, "the search to stop")
+    p.add_argument("old_search_id", nargs="?", metavar="SEARCH_ID", action=DeprecatedAlias, new="--search SEARCH_ID",
+                   into="search")
     p.set_defaults(fn=cmd_cancel)
 
     p = sub.add_parser("export", help="write a search's mixture and a dataset sampled by it")
     p.add_argument("workspace")
-    p.add_argument("--run", required=True, metavar="SEARCH_ID", help="the search whose final mixture to export")
-    p.add_argument("--tokens", type=int, default=None, help="tokens in the sampled dataset")
+    _search_flag(p, "the search whose final mixture to export (required)", old="--run")
+    p.add_argument("--dataset-tokens", type=int, default=None, metavar="N",
+                   help="tokens in the sampled dataset (default export.tokens)")
+    p.add_argument("--tokens", dest="dataset_tokens", type=int, default=None, action=DeprecatedAlias,
+                   new="--dataset-tokens")
     p.add_argument("--out", required=True, help="output folder (an earlier export there is replaced)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder that is not an earlier export")
     p.add_argument("--formats", default="hf,megatron,nemo", metavar="LIST",
@@ -732,7 +858,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upload the card, shards, weights.json and manifest.json to this Hugging Face dataset repo "
                         "(needs network and a token: huggingface-cli login or HF_TOKEN)")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _json_flag(p, "the export's manifest")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("edit", help="rename, prune, restore, merge, split clusters; undo; log")
@@ -752,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", action="append", default=[], help="eval set: arc_easy, piqa, mc:PATH (repeatable)")
     p.add_argument("--n", type=int, default=13, help="n-gram length in words (default 13)")
     p.add_argument("--drop", action="store_true", help="record flagged documents in table decontam_flags")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _json_flag(p, "the overlap report")
     p.set_defaults(fn=cmd_decontam)
 
     p = sub.add_parser("dashboard", help="open the Streamlit dashboard on this workspace")
@@ -765,15 +891,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the default config with every key documented")
     p.add_argument("--reference", action="store_true", help="as a Markdown table")
     p.set_defaults(fn=cmd_config)
+
+    for p in sub.choices.values():  # every command takes -v/-q after its name too
+        _verbosity_flags(p)
     return parser
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever sys.stderr is at the time (a test's capture, a redirected stream)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """The `climb_core` loggers to stderr: WARNING by default, INFO with -v, DEBUG with -vv, ERROR with -q."""
+    level = logging.ERROR if quiet else max(logging.DEBUG, logging.WARNING - 10 * verbose)
+    logger = logging.getLogger("climb_core")
+    for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(h)
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter("%(message)s" if verbose < 2 else "%(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False  # a library's basicConfig on the root logger must not print each line twice
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version (0) and usage errors (2), already printed
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    args.verbose = int(getattr(args, "verbose", 0) or 0)
+    args.quiet = bool(getattr(args, "quiet", False))
+    setup_logging(args.verbose, args.quiet)
+    for note in getattr(args, "deprecated_notes", []):
+        log.warning(note)
+    try:
+        with sigterm_raises():
+            return args.fn(args)
+    except UsageError as err:
+        print(f"climb {args.command}: usage error: {err}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

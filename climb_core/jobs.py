@@ -248,9 +248,9 @@ def job_for_search(ws: Workspace, search_id: str) -> dict[str, Any] | None:
 
 def start_export_job(ws: Workspace, search_id: str, out_dir: str | Path, tokens: int | None = None) -> str:
     _require_current(ws)
-    argv = _climb("export", str(ws.root), "--run", search_id, "--out", str(out_dir))
+    argv = _climb("export", str(ws.root), "--search", search_id, "--out", str(out_dir))
     if tokens:
-        argv += ["--tokens", str(int(tokens))]
+        argv += ["--dataset-tokens", str(int(tokens))]
     return start_job(ws, "export", argv, {"search_id": search_id, "out_dir": str(out_dir)})
 
 

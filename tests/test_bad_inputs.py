@@ -91,8 +91,8 @@ SEARCH_TARGETS = [
 
 SEARCH_FLAGS = [
     ("--proxy", "bogus", "proxy.kind = 'bogus' is not valid: valid one of ngram, gpt"),
-    ("--tokens", "-100", "proxy.tokens = -100 is out of range: valid >= 1"),
-    ("--tokens", "0", "proxy.tokens = 0"),
+    ("--proxy-tokens", "-100", "proxy.tokens = -100 is out of range: valid >= 1"),
+    ("--proxy-tokens", "0", "proxy.tokens = 0"),
     ("--budget", "0", "search.budget = 0"),
     ("--budget", "-1", "search.budget = -1"),
     ("--rounds", "-1", "search.rounds = -1"),
@@ -203,7 +203,7 @@ DECONTAM = [
     Case("decontam_bad_file", ["decontam", "{ws}", "--target", "mc:{files}/m.jsonl"], "m.jsonl:1: 'label'", files={"m.jsonl": _mc({**MC_OK, "label": True})}),
     Case("status_no_workspace", ["status", "{files}/nowhere"], "nowhere"),
     Case("usage_budget_abc", ["search", "{ws}", "--budget", "abc"], "invalid int value", rc=2),
-    Case("usage_tokens_float", ["search", "{ws}", "--tokens", "1.5"], "invalid int value", rc=2),
+    Case("usage_tokens_float", ["search", "{ws}", "--proxy-tokens", "1.5"], "invalid int value", rc=2),
     Case("usage_unknown_flag", ["search", "{ws}", "--bogus"], "unrecognized arguments", rc=2),
     Case("usage_k_word", ["cluster", "{ws}", "--k", "many"], "invalid int value", rc=2),
 ]
@@ -335,10 +335,10 @@ EXPORTS = {
     "read_only_parent": (["--out", "/sys/climb-export-test/out"], "output folder /sys/climb-export-test/out: cannot create /sys/climb-export-test"),
     "out_is_file": (["--out", "{files}/afile"], "is a file, not a folder"),
     "inside_workspace": (["--out", "{ws}/mine"], "is inside the workspace"),
-    "tokens_zero": (["--out", "{files}/o", "--tokens", "0"], "give a positive number of tokens"),
-    "tokens_negative": (["--out", "{files}/o", "--tokens", "-5"], "give a positive number of tokens"),
+    "tokens_zero": (["--out", "{files}/o", "--dataset-tokens", "0"], "give a positive number of tokens"),
+    "tokens_negative": (["--out", "{files}/o", "--dataset-tokens", "-5"], "give a positive number of tokens"),
     "unknown_format": (["--out", "{files}/o", "--formats", "deepspeed"], "deepspeed"),
-    "unknown_run": (["--out", "{files}/o", "--run", "no-such-search"], "no-such-search"),
+    "unknown_run": (["--out", "{files}/o", "--search", "no-such-search"], "no-such-search"),
 }
 
 
@@ -349,7 +349,7 @@ def test_bad_export_is_refused(name, finished, tmp_path, capsys):
     files.mkdir()
     (files / "afile").write_text("x")
     extra, words = EXPORTS[name]
-    argv = ["export", str(ws.root), "--run", sid, *[a.replace("{files}", str(files)).replace("{ws}", str(ws.root)) for a in extra]]
+    argv = ["export", str(ws.root), "--search", sid, *[a.replace("{files}", str(files)).replace("{ws}", str(ws.root)) for a in extra]]
     rc, out, err = run_cli(argv, capsys)
     assert "Traceback" not in out + err
     assert rc == 1 and err.startswith("error: ") and words in err, err
@@ -365,7 +365,7 @@ def test_read_only_export_folder_named_when_not_root(finished, tmp_path, capsys)
     parent.mkdir()
     parent.chmod(0o555)
     try:
-        rc, _, err = run_cli(["export", str(ws.root), "--run", sid, "--out", str(parent / "out")], capsys)
+        rc, _, err = run_cli(["export", str(ws.root), "--search", sid, "--out", str(parent / "out")], capsys)
     finally:
         parent.chmod(0o755)
     assert rc == 1 and f"{parent} is not writable" in err

@@ -169,16 +169,16 @@ def test_cli_export_replaces_and_refuses(searched, tmp_path, capsys):
     ws, sid = searched
     out = tmp_path / "cli"
     for n in ("20000", "5000"):
-        assert cli.main(["export", str(ws.root), "--run", sid, "--tokens", n, "--out", str(out)]) == 0
+        assert cli.main(["export", str(ws.root), "--search", sid, "--dataset-tokens", n, "--out", str(out)]) == 0
     said = capsys.readouterr().out
     assert "share" in said and "held-out" in said
     assert json.loads((out / "manifest.json").read_text())["requested_tokens"] == 5000
     other = tmp_path / "other"
     other.mkdir()
     (other / "x.txt").write_text("x")
-    assert cli.main(["export", str(ws.root), "--run", sid, "--tokens", "5000", "--out", str(other)]) == 1
+    assert cli.main(["export", str(ws.root), "--search", sid, "--dataset-tokens", "5000", "--out", str(other)]) == 1
     assert str(other) in capsys.readouterr().err
-    assert cli.main(["export", str(ws.root), "--run", sid, "--tokens", "5000", "--out", str(other), "--force",
+    assert cli.main(["export", str(ws.root), "--search", sid, "--dataset-tokens", "5000", "--out", str(other), "--force",
                      "--formats", "hf"]) == 0
     assert (other / "README.md").exists() and not (other / "megatron-blend.txt").exists()
 

@@ -203,7 +203,7 @@ def test_hf_tokenizer_folder(exported, tmp_path):
     hf = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>", unk_token="<unk>")
     hf.save_pretrained(tmp_path / "tok")
     out = tmp_path / "hf"
-    assert cli.main(["export", str(ws.root), "--run", sid, "--tokens", "20000", "--out", str(out),
+    assert cli.main(["export", str(ws.root), "--search", sid, "--dataset-tokens", "20000", "--out", str(out),
                      "--formats", "megatron", "--tokenizer", str(tmp_path / "tok"), "--quiet"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert m["trainer_data"]["tokenizer"]["eod"] == hf.eos_token_id and m["trainer_data"]["tokenizer"]["vocab_size"] == len(hf)
@@ -218,7 +218,7 @@ def test_unusable_tokenizer_and_spaced_path_are_refused(exported, tmp_path, caps
     with pytest.raises(ExportError, match="nothing is downloaded|download"):
         export_search(ws, sid, tmp_path / "t", tokens=5000, tokenizer="no-such-org/no-such-tok")
     spaced = tmp_path / "my exports" / "mix"
-    assert cli.main(["export", str(ws.root), "--run", sid, "--tokens", "5000", "--out", str(spaced)]) == 1
+    assert cli.main(["export", str(ws.root), "--search", sid, "--dataset-tokens", "5000", "--out", str(spaced)]) == 1
     err = capsys.readouterr().err
     assert str(spaced) in err and "whitespace" in err
     assert not spaced.exists()
@@ -243,13 +243,13 @@ def test_cli_push_to_hub_with_a_stub(exported, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(formats, "_hub_api", lambda token: Api())
     out = tmp_path / "push"
-    assert cli.main(["export", str(ws.root), "--run", sid, "--tokens", "5000", "--out", str(out), "--formats", "hf",
+    assert cli.main(["export", str(ws.root), "--search", sid, "--dataset-tokens", "5000", "--out", str(out), "--formats", "hf",
                      "--push-to-hub", "me/mix", "--quiet"]) == 0
     assert calls[0] == "me/mix" and "README.md" in calls[1]
     assert "datasets/me/mix" in capsys.readouterr().out
     monkeypatch.undo()
     # Offline (the CLI's default), the push says how to allow it.
-    assert cli.main(["export", str(ws.root), "--run", sid, "--tokens", "5000", "--out", str(out), "--formats", "hf",
+    assert cli.main(["export", str(ws.root), "--search", sid, "--dataset-tokens", "5000", "--out", str(out), "--formats", "hf",
                      "--push-to-hub", "me/mix", "--quiet"]) == 1
     assert "HF_HUB_OFFLINE=0" in capsys.readouterr().err
 

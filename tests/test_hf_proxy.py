@@ -27,7 +27,7 @@ def test_hf_reference_trainer_from_the_cli(tmp_path, capsys):
     template = (f"{shlex.quote(sys.executable)} {shlex.quote(str(TRAIN))} {{job}} --layers 1 --d-model 32 --heads 2 "
                 "--block 64 --batch 8 --vocab 512 --eval-limit 20")
     code = cli.main(["search", str(ws.root), "--proxy", "command", "--proxy-command", template, "--budget", "8",
-                     "--tokens", "8000", "--executor", "process", "--workers", "2", "--command-timeout", "600",
+                     "--proxy-tokens", "8000", "--executor", "process", "--workers", "2", "--command-timeout", "600",
                      "--target", "lm-eval:climb_arc_easy,metric=acc_norm", "--target", "lm-eval:climb_piqa,metric=acc",
                      "--quiet", "--search-id", "hf"])
     assert code == 0

@@ -75,11 +75,11 @@ def test_search_runs_and_export_through_the_cli(built_workspace, copy_workspace,
     ws = copy_workspace(built_workspace)
     root = str(ws.root)
     assert cli.main(["search", root, "--quiet", "--budget", "7", "--rounds", "3", "--round-split", "4,2,1",
-                     "--proxy", "ngram", "--tokens", "30000", "--set", "search.n_pool_samples=2000",
+                     "--proxy", "ngram", "--proxy-tokens", "30000", "--set", "search.n_pool_samples=2000",
                      "--target", "arc_easy,max_items=40", "--target", "piqa,max_items=40"]) == 0
     capsys.readouterr()
     assert cli.main(["runs", root, "--json"]) == 0
-    (report,) = json.loads(capsys.readouterr().out)
+    (report,) = json.loads(capsys.readouterr().out)["searches"]
     assert report["status"] == "done"
     rounds = {}
     for run in report["runs"]:
@@ -92,7 +92,7 @@ def test_search_runs_and_export_through_the_cli(built_workspace, copy_workspace,
     assert set(report["runs"][0]["scores"]) >= {"arc_easy/acc", "arc_easy/loglik", "piqa/acc_norm"}
 
     out = tmp_path / "export"
-    assert cli.main(["export", root, "--run", report["search_id"], "--tokens", "20000", "--out", str(out)]) == 0
+    assert cli.main(["export", root, "--search", report["search_id"], "--dataset-tokens", "20000", "--out", str(out)]) == 0
     loaded = datasets.load_dataset("parquet", data_files=str(out / "part-*.parquet"))["train"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(loaded) == manifest["docs"] > 0

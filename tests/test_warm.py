@@ -150,7 +150,7 @@ def test_warm_start_same_clusters(ws, capsys):
     assert not rep["final"]["best_run"]["run_id"].startswith(f"{sid}-w")
     # `runs --json` marks them, the text report counts them.
     assert cli.main(["runs", str(ws.root), "--search", sid, "--json"]) == 0
-    js = json.loads(capsys.readouterr().out)[0]
+    js = json.loads(capsys.readouterr().out)["searches"][0]
     assert sum(r["warm"] for r in js["runs"]) == 16
     assert cli.main(["runs", str(ws.root), "--search", sid]) == 0
     assert "warm runs: 16 from" in capsys.readouterr().out

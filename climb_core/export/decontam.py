@@ -201,7 +201,7 @@ def _record(ws: Workspace, evals: list[EvalOverlap], hits: dict[int, dict[str, i
 
 
 def decontaminate(ws: Workspace, eval_paths: list[str | Path | TargetSpec], n: int = DEFAULT_N,
-                  drop: bool = False, batch_docs: int = BATCH_DOCS) -> DecontamReport:
+                  drop: bool = False, batch_docs: int = BATCH_DOCS, progress: bool = False) -> DecontamReport:
     """Flag corpus documents sharing an n-gram with an item of the given MC eval sets; see the module doc.
 
     `eval_paths`: JSONL paths, bundled names (`arc_easy`) or TargetSpecs. With drop=True the flags are
@@ -220,13 +220,18 @@ def decontaminate(ws: Workspace, eval_paths: list[str | Path | TargetSpec], n: i
     touched: set[int] = set()
     flagged_ids: dict[int, str] = {}
     n_docs = 0
+    from tqdm.auto import tqdm
+
     with ws.connect() as con:
+        total = con.execute("SELECT count(*) FROM documents").fetchone()[0]
+        bar = tqdm(total=total, desc="decontam", unit="doc", disable=not progress)
         cur = con.execute("SELECT doc_idx, doc_id, text FROM documents ORDER BY doc_idx")
         while True:
             batch = cur.fetchmany(batch_docs)
             if not batch:
                 break
             n_docs += len(batch)
+            bar.update(len(batch))
             if not len(uniq):
                 continue
             h, doc_of = hasher.batch([words(text or "") for _, _, text in batch])
@@ -247,6 +252,7 @@ def decontaminate(ws: Workspace, eval_paths: list[str | Path | TargetSpec], n: i
                 for e in sets_here:            # one hit per matching document n-gram and eval set
                     per[names[e]] = per.get(names[e], 0) + 1
                 flagged_ids[int(doc_idx)] = str(doc_id)
+        bar.close()
         membership = con.execute("""
             SELECT dc.doc_idx, c.cluster_id, c.label FROM doc_clusters dc JOIN clusters c USING (cluster_id)
             WHERE c.state = 'active'""").df()

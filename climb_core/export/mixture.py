@@ -208,8 +208,10 @@ def _sample_cluster(doc_idx: np.ndarray, ntok: np.ndarray, want: float, rng: np.
 
 
 def _sample(ws: Workspace, tok, ids: list[int], labels: list[str], weights: np.ndarray, tokens: int,
-            split: pd.DataFrame, n_train: dict[int, int], rng: np.random.Generator) -> tuple[list[int], list[int], list[dict]]:
+            split: pd.DataFrame, n_train: dict[int, int], rng: np.random.Generator,
+            progress: bool = False) -> tuple[list[int], list[int], list[dict]]:
     """(doc_idx picked, their cluster ids, one report per cluster) for `tokens` tokens by `weights`."""
+    from tqdm.auto import tqdm
     cand = _candidates(ws, split, [c for c, w in zip(ids, weights) if w * tokens >= 1])
     by_cluster = {c: g for c, g in cand.groupby("cluster_id")}
     n_docs = split.groupby("cluster_id").size().to_dict()
@@ -217,7 +219,7 @@ def _sample(ws: Workspace, tok, ids: list[int], labels: list[str], weights: np.n
     sel_idx: list[int] = []
     sel_cluster: list[int] = []
     per_cluster = []
-    for cid, label, w in zip(ids, labels, weights):
+    for cid, label, w in tqdm(list(zip(ids, labels, weights)), desc="sample", unit="cluster", disable=not progress):
         want = w * tokens
         if not n_docs.get(cid) and want > 0:
             raise ExportError(f"cluster {cid} ({label}) has weight {w:.4f} but no documents now; "
@@ -319,9 +321,13 @@ def _shard_rows(ws: Workspace, part: pd.DataFrame, label_df: pd.DataFrame) -> pd
                ORDER BY sel.ord""").df()
 
 
-def _write_shards(ws: Workspace, out: Path, sel: pd.DataFrame, label_df: pd.DataFrame, shard_docs: int) -> list[dict]:
+def _write_shards(ws: Workspace, out: Path, sel: pd.DataFrame, label_df: pd.DataFrame, shard_docs: int,
+                  progress: bool = False) -> list[dict]:
+    from tqdm.auto import tqdm
+
     files = []
-    for k, start in enumerate(range(0, len(sel), shard_docs)):
+    starts = range(0, len(sel), shard_docs)
+    for k, start in enumerate(tqdm(starts, desc="shards", unit="shard", disable=not progress)):
         shard = _shard_rows(ws, sel.iloc[start:start + shard_docs], label_df)
         name = f"part-{k:05d}.parquet"
         _write_parquet(shard, out / name)
@@ -408,7 +414,7 @@ def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = No
     ecfg = config.export
     tokens = int(tokens if tokens is not None else ecfg.tokens)
     if tokens < 1:
-        raise ExportError(f"export tokens {tokens}: give a positive number of tokens (--tokens, export.tokens >= 1)")
+        raise ExportError(f"export tokens {tokens}: give a positive number of tokens (--dataset-tokens, export.tokens >= 1)")
     sample = bool(ecfg.sample if sample is None else sample)
     try:
         fmts = export_formats.parse_formats(formats)
@@ -434,7 +440,7 @@ def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = No
 
     split = _split(ws, sorted(set(ids) | set(n_train)), val_fraction, seed)
     rng = np.random.default_rng([ecfg.seed, 11])
-    sel_idx, sel_cluster, per_cluster = _sample(ws, tok, ids, labels, weights, tokens, split, n_train, rng)
+    sel_idx, sel_cluster, per_cluster = _sample(ws, tok, ids, labels, weights, tokens, split, n_train, rng, progress)
     # One global shuffle so every shard holds the mixture, not one cluster after another.
     order = rng.permutation(len(sel_idx))
     sel = pd.DataFrame({"ord": np.arange(len(sel_idx)), "doc_idx": np.asarray(sel_idx, dtype=np.int64)[order],
@@ -453,7 +459,7 @@ def export_search(ws: Workspace, search_id: str, out_dir: str | Path | None = No
         raise ExportError(f"output folder {out}: cannot write in {out.parent} ({err.strerror or err})") from err
     try:
         (tmp / "weights.json").write_text(json.dumps(base, indent=2), encoding="utf-8")
-        files = _write_shards(ws, tmp, sel, label_df, shard_docs)
+        files = _write_shards(ws, tmp, sel, label_df, shard_docs, progress)
         trainer_data = None
         if trainer_tok is not None:
             docs, valid = _trainer_docs(ws, ids, weights, split, sel, sample)

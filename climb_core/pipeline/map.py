@@ -11,6 +11,8 @@ corpus size. When fit_sample covers every projected document the result is a pla
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,8 @@ from climb_core.catalogue.stages import StageError, StageOutcome
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, MapConfig
 from climb_core.pipeline.registry import READS, UPSTREAM
+
+log = logging.getLogger(__name__)
 
 STAGE = "map"
 BACKENDS = ("auto", "cuml", "umap")
@@ -192,16 +196,14 @@ def run_map(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress
         fitted = ""
         if len(idx) <= cfg.fit_sample:
             method = projection_method(len(idx), cfg)
-            if progress:
-                print(f"map: projecting {len(idx)} documents with {method}", flush=True)
+            log.info("map: projecting %d documents with %s", len(idx), method)
             coords = project(_gather(ws, idx), cfg)
         else:
             method = projection_method(cfg.fit_sample, cfg)
             # positions (into idx) of the documents UMAP is fitted on; the rest are transformed
             fit_pos = stratified_sample(labels[idx], cfg.fit_sample, cfg.seed)
-            if progress:
-                print(f"map: fitting {method} on {len(fit_pos)} of {len(idx)} documents, placing the rest "
-                      f"in batches of {cfg.transform_batch}", flush=True)
+            log.info("map: fitting %s on %d of %d documents, placing the rest in batches of %d",
+                     method, len(fit_pos), len(idx), cfg.transform_batch)
             coords = np.empty((len(idx), 2), dtype=np.float32)
             rest = np.ones(len(idx), dtype=bool)
             rest[fit_pos] = False
@@ -210,7 +212,10 @@ def run_map(ws: Workspace, config: ClimbConfig, *, force: bool = False, progress
             fit_coords, placed = fit_and_transform(
                 _gather(ws, idx[fit_pos]), _stream_batches(ws, idx, batch_pos), cfg)
             coords[fit_pos] = fit_coords
-            for pos, xy in zip(batch_pos, placed):
+            from tqdm.auto import tqdm
+
+            for pos, xy in tqdm(zip(batch_pos, placed), total=len(batch_pos), desc="map", unit="batch",
+                                disable=not progress):
                 coords[pos] = xy
             fitted = f" (fitted on {len(fit_pos)}, the other {len(idx) - len(fit_pos)} placed with transform)"
         df = pd.DataFrame({"doc_idx": idx.astype(np.int64), "x": coords[:, 0], "y": coords[:, 1]})

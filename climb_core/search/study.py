@@ -80,7 +80,8 @@ def create_study(ws: Workspace, config: ClimbConfig, name: str | None = None, st
         raise SearchError(f"a study {study_id!r} already exists; continue it with --resume {study_id}")
     now = _now()
     with ws.connect() as con:
-        con.execute("INSERT INTO studies VALUES (?, ?, 'created', ?, ?, ?, ?, 'created', ?)",
+        con.execute("INSERT INTO studies (study_id, name, status, config_json, target_json, created_at, updated_at, "
+                    "message, report_dir) VALUES (?, ?, 'created', ?, ?, ?, ?, 'created', ?)",
                     [study_id, name or config.study.name or study_id, json.dumps(config.to_dict()),
                      json.dumps([dict(vars(s)) for s in config.target.specs]), now, now,
                      str(ws.root / "studies" / study_id)])
