@@ -226,7 +226,7 @@ def _print_status(ws: Workspace) -> None:
     _print(f"\nworkspace {st['workspace']}")
     for s in st["stages"]:
         _print(f"  {s['stage']:<9} {s['status']:<8} {s['message'] or ''}")
-    _print(f"  documents {st['documents']}  (~{st['tokens_est']:,} tokens)   rejected {st['rejected']['total']} "
+    _print(f"  documents {st['documents']}  (~{st['tokens_est']:,} tokens, estimated as chars/4)   rejected {st['rejected']['total']} "
            f"{st['rejected']['by_reason'] or ''}")
     c = st["clusters"]
     _print(f"  clusters: {st['base_clusters']} from k-means -> {c['active']} active, {c['pruned']} pruned, "
@@ -234,7 +234,10 @@ def _print_status(ws: Workspace) -> None:
     for row in st["active_clusters"][:25]:
         _print(f"    #{row['cluster_id']:<5} {row['size_docs']:>7} docs  q={row['mean_quality']}  {row['label']}")
     for s in st["searches"]:
-        _print(f"  search {s['search_id']} [{s['strategy']}] {s['status']}: {s['message'] or ''}")
+        msg = s["message"] or ""
+        if msg.startswith(f"{s['status']}: "):   # searches recorded before the message stopped repeating it
+            msg = msg[len(s["status"]) + 2:]
+        _print(f"  search {s['search_id']} [{s['strategy']}] {s['status']}: {msg}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
