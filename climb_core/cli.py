@@ -92,7 +92,7 @@ STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
         ("--verify-seeds", "search.verify_seeds", int, "training runs of the final mixture (in the budget)"),
         ("--min-weight", "mixture.min_weight", float, "every weight is 0 or at least this"),
         ("--max-epochs", "mixture.max_epochs", float, "repetition cap: epochs per cluster at --final-tokens"),
-        ("--final-tokens", "mixture.final_tokens", int, "token budget of the final model (for --max-epochs)"),
+        ("--final-tokens", "mixture.final_tokens", int, "token budget of the final model (for --max-epochs; 0 = export.tokens)"),
         ("--pin", "mixture.pinned", str, "clusters held at a weight, e.g. 3=0.1,5=0.05"),
         ("--exclude", "mixture.excluded", str, "clusters given no weight, e.g. 4,9"),
     ],
@@ -405,7 +405,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from climb_core.export.mixture import export_search
+    from climb_core.export.mixture import export_search, repeated_clusters, repetition_warning
 
     ws = _open(args.workspace)
     out = Path(args.out).resolve()
@@ -420,6 +420,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                   if c["epochs"] > 1 or distinct < c["docs"] else "")
         _print(f"   #{c['cluster_id']:<5} weight {c['weight']:6.1%} share {c['share']:6.1%}  {c['docs']:>6} docs  "
                f"{c['tokens']:>9,} tokens{repeat}  {c['label']}")
+    for c in repeated_clusters(manifest):
+        print(f"warning: {repetition_warning(c)}", file=sys.stderr)
     trainer = manifest.get("trainer_data")
     if trainer:
         valid = trainer.get("valid") or {}

@@ -141,8 +141,8 @@ class MixtureConfig:
     n_concentrations: int = opt(15, "Number of log-spaced concentration scales.", ge=1)
     cap_multiple: float = opt(15.0, "No cluster gets more than this multiple of its prior weight (0 = no cap).", ge=0)
     min_weight: float = opt(2e-4, "Every weight is either 0 or at least this (smaller ones are zeroed and the rest renormalised).", ge=0, lt=1)
-    max_epochs: float = opt(0.0, "Repetition cap: no cluster's tokens may be repeated more than this many times when the final model trains on `final_tokens` tokens (0 = no cap).", ge=0)
-    final_tokens: int = opt(0, "Token budget of the final model the mixture is for; with max_epochs it caps each cluster at max_epochs * its tokens / final_tokens (0 = no cap).", ge=0)
+    max_epochs: float = opt(4.0, "Repetition cap: no cluster's training tokens may be repeated more than this many times when the mixture is trained on `final_tokens` tokens, i.e. each cluster's weight is at most max_epochs * its tokens / final_tokens (0 = no cap). The default follows Muennighoff et al. 2023 (up to about 4 epochs of repeated data cost little); docs/BENCHMARKS.md, repetition cap.", ge=0)
+    final_tokens: int = opt(0, "Token budget of the model the mixture is for, at which max_epochs applies; 0 = export.tokens, or the corpus's training tokens when the export is larger (a corpus smaller than its export must repeat; the cap then keeps any cluster from repeating more than max_epochs times as often as the corpus does). A set final_tokens is held to: a search whose caps cannot then sum to 1 is refused.", ge=0)
     pinned: list[str] = opt([], "Clusters held at a fixed weight, as CLUSTER_ID=WEIGHT (e.g. [\"3=0.1\"]); every strategy keeps them there.", pattern=r"\s*\d+\s*=\s*[0-9.eE+-]+\s*", pattern_text="CLUSTER_ID=WEIGHT, e.g. 3=0.1")
     excluded: list[int] = opt([], "Clusters given no weight by every strategy (e.g. a held-out or contaminated cluster).", ge=0)
 

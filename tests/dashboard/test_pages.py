@@ -332,3 +332,18 @@ def test_rounds_page_shows_the_final_mixture_in_bold(ws, monkeypatch):
     final = [m.value for m in at.markdown if "Final mixture" in m.value]
     assert final and final[0].startswith("**Final mixture:** "), final
 
+
+def test_export_page_warns_of_each_repeated_cluster(ws, monkeypatch):
+    from climb_core.export.mixture import export_search
+
+    s = queries.searches(ws)
+    sid = s[s["status"] == "done"]["search_id"].iloc[0]
+    total = int(ws.scalar("SELECT sum(n_tokens) FROM token_shards WHERE split = 'train'"))
+    m = export_search(ws, sid, ws.exports_dir / "big", tokens=3 * total)
+    repeated = [c for c in m["clusters"] if c["epochs"] > 1]
+    at = open_page(ws, "export", monkeypatch)
+    widget(at.selectbox, "Search").set_value(sid).run()
+    no_errors(at)
+    warned = [x.value for x in at.warning if "repeated" in x.value]
+    assert repeated and len(warned) == len(repeated)
+    assert all(any(f"cluster \\#{c['cluster_id']} " in v for v in warned) for c in repeated)
