@@ -9,7 +9,7 @@ K_TRUE unit-norm centres in 384 dimensions plus noise, normalised: k-means meets
 geometry as on MiniLM embeddings, not a uniform cloud. `climb cluster` runs as its own process with
 the default config (fit sample 200,000, K given); its peak RSS is sampled every 0.05 s.
 Baseline, in the same run: the same stage at the smallest size. The ratio is
-peak(N) / peak(smallest); issue 10 asks for <= 1.5 from 100k to 1M. `--trace` prints the RSS curve.
+peak(N) / peak(smallest); the claim is <= 1.5 from 100k to 1M. `--trace` prints the RSS curve.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ one of K active clusters by a hash of its doc_idx (as refined clusters of a real
 cluster spans the whole corpus). No embeddings: describe then computes keywords only, which is the
 part that reads the text. `climb describe` runs as its own process; its peak RSS is sampled every
 0.05 s. Baseline, in the same run: the same stage at the smallest size. The ratio is
-peak(N) / peak(smallest); issue 10 asks for <= 1.5 from 100k to 1M.
+peak(N) / peak(smallest); the claim is <= 1.5 from 100k to 1M.
 """
 
 from __future__ import annotations

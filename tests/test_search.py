@@ -320,3 +320,23 @@ def test_report_is_json(ws):
     assert rep["best_so_far"][-1]["best"] == rep["best_run"]["score"]
     assert rep["final_weights"] and abs(sum(rep["final_weights"]) - 1) < 1e-9
     assert rep["runs"][0]["scores"] == {"synthetic": pytest.approx(true_score(rep["runs"][0]["weights"]))}
+
+
+def test_status_text_says_each_thing_once(ws, capsys):
+    """`climb status` names a finished search's status once, and says what each token count is."""
+    from climb_core import cli
+
+    sid = create_search(ws, search_config("random", 3))
+    run_search(ws, sid, objective=objective, progress=False)
+    # a search recorded when its message repeated the status still reads once
+    old = create_search(ws, search_config("random", 3))
+    with ws.connect() as con:
+        con.execute("UPDATE searches SET status = 'done', message = 'done: 3/3 runs finished' WHERE search_id = ?", [old])
+        con.execute("UPDATE clusters SET size_docs = 0 WHERE size_docs IS NULL")  # this workspace's clusters are set by SQL
+    capsys.readouterr()
+    assert cli.main(["status", str(ws.root)]) == 0
+    out = capsys.readouterr().out
+    assert "done: done" not in out
+    assert f"search {sid} [random] done: 3/3 runs finished" in out
+    assert f"search {old} [random] done: 3/3 runs finished" in out
+    assert "tokens, estimated as chars/4)" in out

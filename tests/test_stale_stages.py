@@ -50,7 +50,7 @@ def test_reingest_makes_every_later_stage_stale_and_search_study_export_refuse(
     tokens_before = stages.stage_record(ws, "tokens")
     for argv in (["search", str(ws.root), "--budget", "4", "--quiet"],
                  ["study", str(ws.root), "--quiet"],
-                 ["export", str(ws.root), "--run", "any", "--out", str(tmp_path / "out"), "--quiet"]):
+                 ["export", str(ws.root), "--search", "any", "--out", str(tmp_path / "out"), "--quiet"]):
         assert cli.main(argv) == 1, argv
         err = capsys.readouterr().err
         assert "stage 'embed' is stale" in err and "ingest ran again" in err and "climb run-all" in err, err

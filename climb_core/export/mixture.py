@@ -249,6 +249,20 @@ def _sample(ws: Workspace, tok, ids: list[int], labels: list[str], weights: np.n
     return sel_idx, sel_cluster, per_cluster
 
 
+def repeated_clusters(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The clusters an export repeated (more than one epoch of their training documents), most first."""
+    return sorted((c for c in manifest.get("clusters") or [] if c.get("epochs", 0) > 1),
+                  key=lambda c: -c["epochs"])
+
+
+def repetition_warning(c: dict[str, Any]) -> str:
+    """One line for a repeated cluster: which one, how many epochs, of how many distinct documents."""
+    distinct = c.get("distinct_docs", c.get("docs", 0))
+    return (f"cluster #{c['cluster_id']} ({c['label']}) repeated {c['epochs']:.1f}x: its {distinct:,} training "
+            f"documents fill {c['share']:.1%} of the dataset; lower its weight, export fewer tokens, or search "
+            f"with mixture.max_epochs to cap repetition")
+
+
 # --------------------------------------------------------------------------- the output folder
 
 def _is_export(path: Path) -> bool:

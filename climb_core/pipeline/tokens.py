@@ -270,7 +270,7 @@ def run_tokens(ws: Workspace, config: ClimbConfig, *, force: bool = False, progr
             docs, toks = con.execute("SELECT sum(n_docs), sum(n_tokens) FROM token_shards").fetchone()
         run.rows_in = int(docs or 0)
         run.rows_out = int(toks or 0)
-        run.message = (f"{len(active_ids)} clusters, {int(toks or 0):,} tokens, vocab {tok.get_vocab_size()} "
+        run.message = (f"{len(active_ids)} clusters, {int(toks or 0):,} tokens (workspace tokenizer), vocab {tok.get_vocab_size()} "
                        f"(tokenizer {thash}; this run tokenised {total_docs} docs)")
     return StageOutcome(STAGE, skipped=False, rows_in=run.rows_in, rows_out=run.rows_out, message=run.message)
 

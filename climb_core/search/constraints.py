@@ -2,6 +2,7 @@
 
 Every strategy, every proposal and every final mixture lands in this set:
   upper_i = min(1, cap_multiple * prior_i, max_epochs * tokens_i / final_tokens)   (0 when excluded)
+             (final_tokens 0: export.tokens, or the corpus's tokens when it is smaller)
   lower_i = the pinned weight of a pinned cluster, else 0
   w_i = 0 or w_i >= min_weight                                                      (unless pinned)
 The repetition cap reads "no cluster's tokens repeated more than max_epochs times when the final
@@ -175,24 +176,30 @@ class Constraints:
         return w[0] if one else w
 
 
-def constraints_for(mix: MixtureConfig, prior, cluster_ids: list[int], train_tokens=None) -> Constraints:
+def constraints_for(mix: MixtureConfig, prior, cluster_ids: list[int], train_tokens=None, *,
+                    export_tokens: int = 0) -> Constraints:
     """The constraint set of a search over `cluster_ids` with natural shares `prior`.
 
-    `train_tokens` (per cluster) enables the repetition cap when mix.max_epochs and mix.final_tokens
-    are set; without token counts the cap is computed from the prior and mix.corpus_tokens."""
+    `train_tokens` (per cluster) enables the repetition cap when mix.max_epochs is set, at
+    mix.final_tokens, or when that is 0 at `export_tokens` (export.tokens, the dataset the mixture is
+    exported as). An export larger than the corpus must repeat every cluster; the cap is then taken at
+    the corpus's size, so no cluster repeats more than max_epochs times as often as the corpus does."""
     prior = np.asarray(prior, dtype=np.float64)
     prior = prior / prior.sum()
     upper = np.minimum(1.0, mix.cap_multiple * prior) if mix.cap_multiple > 0 else np.ones_like(prior)
-    if mix.max_epochs > 0 and mix.final_tokens > 0:
-        if train_tokens is None:
-            raise ConstraintError("mixture.max_epochs needs the clusters' token counts; run `climb tokens` first")
-        tokens = np.asarray(train_tokens, dtype=np.float64)
-        upper = np.minimum(upper, mix.max_epochs * tokens / float(mix.final_tokens))
     ids = [int(c) for c in cluster_ids]
     for c in mix.excluded:
         if int(c) not in ids:
             raise ConstraintError(f"mixture.excluded names cluster {c}, which is not an active cluster of this search")
         upper[ids.index(int(c))] = 0.0
+    if mix.max_epochs > 0 and (mix.final_tokens > 0 or export_tokens > 0):
+        if train_tokens is None:
+            if mix.final_tokens:
+                raise ConstraintError("mixture.max_epochs needs the clusters' token counts; run `climb tokens` first")
+        else:
+            tokens = np.asarray(train_tokens, dtype=np.float64)
+            final_tokens = mix.final_tokens or min(float(export_tokens), float(tokens[upper > 0].sum()) or 1.0)
+            upper = np.minimum(upper, mix.max_epochs * tokens / float(final_tokens))
     lower = np.zeros_like(prior)
     for c, v in _parse_pins(list(mix.pinned), ids).items():
         i = ids.index(c)

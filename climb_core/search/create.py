@@ -104,7 +104,7 @@ def create_search(ws: Workspace, config: ClimbConfig, *, name: str | None = None
         raise SearchError(f"{ws.root} has no active clusters; run `climb refine {ws.root}` first")
     tokens = cluster_train_tokens(ws, ids)
     try:
-        constraints_for(config.mixture, prior, ids, tokens)
+        constraints_for(config.mixture, prior, ids, tokens, export_tokens=config.export.tokens)
     except ConstraintError as err:
         raise SearchError(f"the mixture constraints cannot be met: {err}") from err
     snap = ws.query_df("SELECT cluster_id, coalesce(label, auto_label, '') AS label, created_edit FROM clusters "

@@ -100,7 +100,7 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
                 if final is None:
                     set_search(ws, search_id, status="failed", message="failed: no proxy run finished")
                 else:
-                    msg = f"done: {budget - n_failed}/{budget} runs finished"
+                    msg = f"{budget - n_failed}/{budget} runs finished"  # shown beside the status, so not "done: ..."
                     if final.get("note"):
                         msg += f"; {final['note']}"
                     set_search(ws, search_id, status="done", message=msg, final_weights=final["weights"],

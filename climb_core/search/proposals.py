@@ -26,7 +26,8 @@ class SearchContext:
         self.prior = np.asarray(row["prior"], dtype=np.float64)
         tokens = row.get("cluster_tokens")
         tokens = None if tokens is None or isinstance(tokens, float) else [int(t) for t in tokens]
-        self.cons = constraints_for(self.config.mixture, self.prior, self.cluster_ids, tokens)
+        self.cons = constraints_for(self.config.mixture, self.prior, self.cluster_ids, tokens,
+                                    export_tokens=self.config.export.tokens)
         self.strategy = Strategy(row["strategy"], self.config, self.prior, self.cons)
         self.plan: Plan = plan(row["strategy"], self.config)
         self.sizes = self.plan.explore

@@ -164,7 +164,7 @@ def run_study(ws: Workspace, study_id: str, *, objective: Callable | None = None
         raise
     report = study_report(ws, study_id)
     write_report(report, Path(row["report_dir"]))
-    _set(ws, study_id, status="done", message=f"done: report in {row['report_dir']}")
+    _set(ws, study_id, status="done", message=f"report in {row['report_dir']}")
     return study_report(ws, study_id)
 
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from climb_core import jobs, queries
 from climb_core.catalogue.stages import StageError
+from climb_core.export.mixture import repeated_clusters, repetition_warning
 from dashboard import widgets as w
 
 ws = w.workspace()
@@ -87,6 +88,8 @@ try:
 except ValueError:
     manifest = {}
 clusters = manifest.get("clusters") or []
+for c in repeated_clusters(manifest):
+    st.warning(w.md(repetition_warning(c)))
 if clusters:
     st.caption("Per cluster: rows in the Parquet sample, how many distinct documents they are, and how often the "
                "cluster was repeated to reach its share.")

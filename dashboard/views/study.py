@@ -70,8 +70,9 @@ sid = st.selectbox("Study", ids, index=ids.index(want) if want in ids else 0,
                    format_func=lambda s: f"{studies.set_index('study_id').loc[s, 'name']} · "
                                          f"{studies.set_index('study_id').loc[s, 'status']} ({s})")
 rep = study_report(ws, sid)
-st.markdown(w.md(f"**Status:** {rep['status']} — {rep.get('message') or ''}"))
-st.markdown(w.md(f"**Verdict:** {rep['verdict']}"))
+# The labels are Markdown; the status, message and verdict (which can quote cluster labels and paths) are escaped.
+st.markdown(f"**Status:** {w.md(rep['status'])} — {w.md(rep.get('message') or '')}")
+st.markdown(f"**Verdict:** {w.md(rep['verdict'])}")
 fm = rep["final_model"]
 st.caption(w.md(f"Final model: {fm['kind']} on {fm['tokens']:,} tokens, {fm['seeds']} seeds; budget {rep['budget']}."))
 rows = []

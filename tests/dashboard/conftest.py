@@ -82,7 +82,6 @@ def tiny_search(cfg):
     cfg.search.rounds = 2
     cfg.search.round_split = [2, 1]
     cfg.search.n_pool_samples = 500
-    cfg.search.pool_min = 8
     cfg.search.executor = "local"
     cfg.tokenizer.vocab_size = 512
     cfg.tokenizer.sample_docs = 500

@@ -311,9 +311,39 @@ def test_study_page_shows_a_finished_study(ws, monkeypatch):
     cfg.target.specs = [TargetSpec(kind="mc", path="data/eval/arc_easy.jsonl", name="synthetic")]
     sid = create_study(ws, cfg, name="page study")
     run_study(ws, sid, objective=objective, progress=False)
+    # A message can quote a cluster label: the label is shown escaped, the page's own bold still renders.
+    from climb_core.search.study import _set
+    _set(ws, sid, message="stopped at cluster **x** <b>y</b>")
     at = open_page(ws, "study", monkeypatch)
     no_errors(at)
-    assert any("Verdict" in m.value for m in at.markdown)
+    status = [m.value for m in at.markdown if "Status" in m.value]
+    assert status and status[0].startswith("**Status:** done")
+    assert r"\*\*x\*\* \<b\>y\</b\>" in status[0]
+    assert any(m.value.startswith("**Verdict:** ") for m in at.markdown)
+    assert not [m.value for m in at.markdown if "<b>" in m.value]
     table = at.dataframe[0].value
     assert set(table["strategy"]) == {"climb:auto", "natural"}
     assert (table["finals trained"] == 2).all()
+
+
+def test_rounds_page_shows_the_final_mixture_in_bold(ws, monkeypatch):
+    at = open_page(ws, "rounds", monkeypatch)
+    no_errors(at)
+    final = [m.value for m in at.markdown if "Final mixture" in m.value]
+    assert final and final[0].startswith("**Final mixture:** "), final
+
+
+def test_export_page_warns_of_each_repeated_cluster(ws, monkeypatch):
+    from climb_core.export.mixture import export_search
+
+    s = queries.searches(ws)
+    sid = s[s["status"] == "done"]["search_id"].iloc[0]
+    total = int(ws.scalar("SELECT sum(n_tokens) FROM token_shards WHERE split = 'train'"))
+    m = export_search(ws, sid, ws.exports_dir / "big", tokens=3 * total)
+    repeated = [c for c in m["clusters"] if c["epochs"] > 1]
+    at = open_page(ws, "export", monkeypatch)
+    widget(at.selectbox, "Search").set_value(sid).run()
+    no_errors(at)
+    warned = [x.value for x in at.warning if "repeated" in x.value]
+    assert repeated and len(warned) == len(repeated)
+    assert all(any(f"cluster \\#{c['cluster_id']} " in v for v in warned) for c in repeated)
