@@ -105,13 +105,14 @@ def _draw() -> None:
     _commands(info, runs)
     final = info.get("final") or {}
     if final.get("how"):
-        parts = [f"**Final mixture:** {final['how']}"]
+        parts = [str(final["how"])]
         if final.get("predicted") is not None:
             sd = final.get("predicted_sd")
             parts.append(f"predicted {final['predicted']:.4f}" + ("" if sd is None else f" ± {sd:.4f}"))
         if final.get("verified") is not None:
             parts.append(f"verified {final['verified']:.4f} over {len(final.get('verified_scores') or [])} run(s)")
-        st.markdown(w.md(" · ".join(parts)))
+        # only the engine's words are escaped: the label's own Markdown stays bold
+        st.markdown("**Final mixture:** " + w.md(" · ".join(parts)))
         if final.get("chosen") == "best_run" and final.get("note"):
             st.warning(final["note"])
     if runs.empty:
