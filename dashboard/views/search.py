@@ -115,7 +115,9 @@ with st.form("new_search"):
                      hide_index=True)
         warm_pick = st.multiselect(
             "Warm-start from", offers["search_id"].tolist(),
-            default=changed["search_id"].tolist()[:1],
+            # Nothing is picked for the user: a source scored with other settings would be refused
+            # at launch, and which runs to learn from is the researcher's call.
+            default=[],
             format_func=lambda s: (lambda r: f"{r['name'] or s} [{r['strategy']}]: {r['reused']} reused, "
                                             f"{r['remapped']} remapped, {r['dropped']} dropped")(
                 offers.set_index("search_id").loc[s]))

@@ -5,7 +5,9 @@ Screenshots of every page go to test-artifacts/ (gitignored).
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -309,3 +311,125 @@ def test_search_launched_in_browser_shows_rounds(server, page):
     assert page.get_by_test_id("stPlotlyChart").count() >= 2
     no_exception(page)
     shot(page, "rounds-live")
+
+
+TRAIN = REPO / "examples" / "hf_proxy" / "train.py"
+
+
+def pick(pg, label: str, option: str) -> None:
+    """Choose `option` in the selectbox labelled `label`."""
+    pg.get_by_test_id("stSelectbox").filter(has_text=label).click()
+    pg.get_by_role("option", name=option, exact=True).click()
+
+
+def launch_command_search(pg, url: str, ws, name: str, template: str, budget: int, lm_eval: str = "") -> str:
+    """Fill the Search page for a command proxy, launch it and return the new search's id once its
+    worker has created it."""
+    goto(pg, url, "search")
+    pg.get_by_label("Name (optional)").fill(name)
+    pick(pg, "Proxy kind", "command")
+    pick(pg, "Executor", "process")
+    pg.get_by_label("Command template").fill(template)
+    pg.get_by_label("Command timeout").fill("600")
+    pg.get_by_label("Budget (proxy runs)").fill(str(budget))
+    if lm_eval:
+        # the lm-eval task replaces the bundled multiple-choice default, so the score is lm-eval's alone
+        ms = pg.get_by_test_id("stMultiSelect").filter(has_text="Multiple-choice targets")
+        ms.get_by_role("button", name="Clear all").click()
+        pg.get_by_label("lm-eval targets").fill(lm_eval)
+    pg.keyboard.press("Tab")  # commit the last field before the form is submitted
+    pg.get_by_role("button", name="Launch search").click()
+    try:
+        pg.get_by_text("started in the background").wait_for(timeout=60_000)
+    finally:
+        shot(pg, f"search-launched-{name.replace(' ', '-')}")
+    no_exception(pg)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        s = queries.searches(ws)
+        if (s["name"] == name).any():
+            return str(s[s["name"] == name]["search_id"].iloc[0])
+        time.sleep(1)
+    raise AssertionError(f"the worker never created search {name!r}")
+
+
+def wait_search_ended(ws, sid: str, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        info = queries.search_info(ws, sid) or {}
+        if info.get("status") in ("done", "failed", "cancelled"):
+            return info
+        time.sleep(2)
+    raise AssertionError(f"search {sid} still {info.get('status')} after {timeout_s:g} s: "
+                         f"{queries.proxy_runs(ws, sid)[['run_id', 'status']].to_string()}")
+
+
+def open_rounds_of(pg, url: str, name: str) -> None:
+    """The Rounds page with the named search selected (the newest search is selected by default)."""
+    goto(pg, url, "rounds")
+    box = pg.get_by_role("combobox", name="Search", exact=True)
+    if name not in box.input_value():
+        box.click()
+        pg.get_by_role("option").filter(has_text=name).first.click()
+        wait_idle(pg)
+    assert name in box.input_value()
+
+
+@pytest.mark.slow
+def test_command_search_with_the_hf_trainer_in_browser(server, page):
+    """The reference trainer (a tiny transformers decoder scored by lm-eval) as the proxy of a search
+    launched from the Search page: budget 8 on CPU, followed to the end on the Rounds page."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("transformers")
+    from climb_core.proxy.command import job_dir
+
+    url, ws = server
+    # the smallest model examples/hf_proxy/README.md and tests/test_hf_proxy.py train on CPU
+    template = (f"{shlex.quote(sys.executable)} {shlex.quote(str(TRAIN))} {{job}} --layers 1 --d-model 32 --heads 2 "
+                "--block 64 --batch 8 --vocab 512 --eval-limit 20")
+    sid = launch_command_search(page, url, ws, "hf in browser", template, 8, lm_eval="climb_arc_easy,metric=acc_norm")
+    info = wait_search_ended(ws, sid, 480)
+    runs = queries.proxy_runs(ws, sid)
+    assert info["status"] == "done", (info.get("message"), runs[["run_id", "status", "error"]].to_string())
+    assert (runs["status"] == "done").sum() == 8 and runs["round"].nunique() >= 2
+    assert info["config"]["proxy"]["command"] == template
+    job = json.loads((job_dir(ws.root, sid, runs["run_id"].iloc[0]) / "job.json").read_text())
+    assert [(t["kind"], t["path"], t["metric"]) for t in job["targets"]] == [("lm-eval", "climb_arc_easy", "acc_norm")]
+    assert all("climb_arc_easy/acc_norm" in json.loads(s) for s in runs["scores_json"])
+    open_rounds_of(page, url, "hf in browser")
+    try:
+        page.get_by_test_id("stMetric").filter(has_text="Status").filter(has_text="done").first.wait_for(timeout=30_000)
+        page.get_by_test_id("stMetric").filter(has_text="Proxies trained").filter(has_text="8 / 8").first.wait_for()
+        best = page.get_by_test_id("stMetric").filter(has_text="Best score").inner_text()
+        assert f"{runs['score'].max():.4f}" in best
+        page.get_by_text("Commands: 0 running, 0 failed").wait_for()
+        page.get_by_text("done: 8/8 runs finished").first.wait_for()
+        page.locator("strong", has_text="Final mixture:").wait_for()
+        no_exception(page)
+    finally:
+        shot(page, "rounds-hf-command")
+
+
+def test_failing_command_shows_its_stderr_in_browser(server, page):
+    """A command that exits non-zero: its runs show as failed on the Rounds page, with the stderr tail."""
+    url, ws = server
+    code = "import sys; sys.stderr.write('boom-marker' + chr(10)); sys.exit(3)"
+    template = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} {{job}}"
+    sid = launch_command_search(page, url, ws, "failing command", template, 2)
+    info = wait_search_ended(ws, sid, 180)
+    runs = queries.proxy_runs(ws, sid)
+    assert info["status"] == "failed" and len(runs) and (runs["status"] == "failed").all(), runs.to_string()
+    open_rounds_of(page, url, "failing command")
+    try:
+        page.get_by_text(f"Commands: 0 running, {len(runs)} failed").wait_for(timeout=30_000)
+        failed = page.get_by_test_id("stExpander").filter(has_text="failed: ")
+        assert failed.count() == len(runs)
+        failed.first.locator("summary").click()
+        code_box = failed.first.get_by_test_id("stCode")
+        code_box.wait_for()
+        wait_idle(page)  # the expander's opening animation, so the screenshot shows the tail
+        assert code_box.is_visible()
+        text = code_box.inner_text()
+        assert "exited with status 3" in text and "boom-marker" in text, text
+    finally:
+        shot(page, "rounds-failing-command")
