@@ -403,7 +403,7 @@ def test_command_search_with_the_hf_trainer_in_browser(server, page):
         best = page.get_by_test_id("stMetric").filter(has_text="Best score").inner_text()
         assert f"{runs['score'].max():.4f}" in best
         page.get_by_text("Commands: 0 running, 0 failed").wait_for()
-        page.get_by_text("done: 8/8 runs finished").first.wait_for()
+        page.get_by_text("8/8 runs finished").first.wait_for()
         page.locator("strong", has_text="Final mixture:").wait_for()
         no_exception(page)
     finally:
