@@ -216,12 +216,13 @@ def _text_docs(ws: Workspace | None, spec: TargetSpec, tokenizer, eot: int) -> t
     return [np.array([eot, *e.ids], dtype=np.int64) for e in enc], sum(len(t.encode("utf-8")) for t in texts)
 
 
-def _query_texts(ws, predicate: str) -> list[str]:
-    """Documents matching a user's SQL predicate, on a read-only connection without file or network
-    access, as exactly one SELECT: a predicate cannot write, drop, attach or COPY anything out."""
+def _predicate_rows(ws: Workspace, predicate: str, select: str, order: str = "") -> list[tuple]:
+    """Rows of `SELECT {select} FROM documents WHERE (predicate)`, run on a read-only connection
+    without file or network access, as exactly one SELECT: a user's predicate cannot write, drop,
+    attach or COPY anything out. Any failure is reported as the user's predicate's."""
     import duckdb
 
-    sql = f"SELECT text FROM documents WHERE ({predicate}) ORDER BY doc_idx"
+    sql = f"SELECT {select} FROM documents WHERE ({predicate}){order}"
     try:
         with ws.connect(read_only=True) as con:
             con.execute("SET enable_external_access = false")
@@ -229,11 +230,17 @@ def _query_texts(ws, predicate: str) -> list[str]:
             if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
                 raise TargetError(f"target query {predicate!r}: a query target is one SQL predicate over "
                                   "documents (e.g. text ILIKE '%court%'), not further statements")
-            return [r[0] for r in con.execute(sql).fetchall()]
+            return con.execute(sql).fetchall()
     except TargetError:
         raise
     except Exception as err:  # a user's SQL: report it as theirs
-        raise TargetError(f"target query {predicate!r} failed: {err}") from err
+        raise TargetError(f"target query {predicate!r} is not a valid predicate over documents: "
+                          f"{str(err).splitlines()[0]}") from err
+
+
+def _query_texts(ws, predicate: str) -> list[str]:
+    """Documents matching a query target's predicate, in document order."""
+    return [r[0] for r in _predicate_rows(ws, predicate, "text", " ORDER BY doc_idx")]
 
 
 def load_targets(ws: Workspace | None, specs: list[TargetSpec], tokenizer, lm_eval_include=()) -> list[Target]:
@@ -346,24 +353,9 @@ def _check_cluster_target(ws: Workspace | None, src: str) -> None:
 
 
 def _count_query(ws: Workspace, predicate: str) -> int:
-    """How many documents a query target's predicate matches: the same guarded path as `_query_texts`
-    (one SELECT on a read-only connection without file access), so a syntax error surfaces here."""
-    import duckdb
-
-    sql = f"SELECT count(*) FROM documents WHERE ({predicate})"
-    try:
-        with ws.connect(read_only=True) as con:
-            con.execute("SET enable_external_access = false")
-            statements = con.extract_statements(sql)
-            if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-                raise TargetError(f"target query {predicate!r}: a query target is one SQL predicate over "
-                                  "documents (e.g. text ILIKE '%court%'), not further statements")
-            return int(con.execute(sql).fetchone()[0])
-    except TargetError:
-        raise
-    except Exception as err:  # a user's SQL: report it as theirs
-        raise TargetError(f"target query {predicate!r} is not a valid predicate over documents: "
-                          f"{str(err).splitlines()[0]}") from err
+    """How many documents a query target's predicate matches, by the same guarded path as the
+    search's own read, so a syntax error surfaces before a search is recorded."""
+    return int(_predicate_rows(ws, predicate, "count(*)")[0][0])
 
 
 def score_target(proxy, target: Target) -> dict[str, float]:
