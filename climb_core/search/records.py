@@ -56,16 +56,24 @@ def _list_searches(ws: Workspace) -> pd.DataFrame:
            GROUP BY ALL ORDER BY s.created_at""")
 
 
-def done_runs(ws: Workspace, search_id: str, before_round: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Finished exploration runs (verification runs are the final's, not evidence for the search)."""
-    sql = ("SELECT run_id, weights, score FROM proxy_runs WHERE search_id = ? AND status = 'done' "
-           "AND coalesce(purpose, 'explore') = 'explore'")
-    params: list = [search_id]
+def finished_rows(ws: Workspace, search_id: str, columns: str, purposes: tuple[str, ...],
+                  before_round: int | None = None) -> list[tuple]:
+    """`columns` of a search's finished runs of the given purposes (a NULL purpose is 'explore'),
+    before `before_round` if given, in (round, idx) order: deterministic, so a resume refits exactly."""
+    marks = ", ".join("?" * len(purposes))
+    sql = (f"SELECT {columns} FROM proxy_runs WHERE search_id = ? AND status = 'done' "
+           f"AND coalesce(purpose, 'explore') IN ({marks})")
+    params: list = [search_id, *purposes]
     if before_round is not None:
         sql += " AND round < ?"
         params.append(before_round)
     with ws.connect() as con:
-        rows = con.execute(sql + " ORDER BY round, idx", params).fetchall()
+        return con.execute(sql + " ORDER BY round, idx", params).fetchall()
+
+
+def done_runs(ws: Workspace, search_id: str, before_round: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Finished exploration runs (verification runs are the final's, not evidence for the search)."""
+    rows = finished_rows(ws, search_id, "run_id, weights, score", ("explore",), before_round)
     if not rows:
         return np.zeros((0, 0)), np.zeros(0), []
     return np.array([r[1] for r in rows], dtype=np.float64), np.array([r[2] for r in rows], dtype=np.float64), [r[0] for r in rows]

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from climb_core.catalogue.workspace import Workspace
-from climb_core.search.records import SearchError
+from climb_core.search.records import SearchError, finished_rows
 
 # A run keeps at most this much weight on clusters since pruned; more, and it is dropped.
 PRUNE_KEEP = 0.05
@@ -301,14 +301,7 @@ def training_runs(ws: Workspace, search_id: str, warm: dict[str, Any] | None,
                   before_round: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """What a search's predictor fits on: its warm runs (offset where their source's settings differ),
     then its own finished exploration runs, in (round, idx) order (deterministic, for exact resumes)."""
-    sql = ("SELECT weights, score, purpose, source_search FROM proxy_runs WHERE search_id = ? AND status = 'done' "
-           "AND coalesce(purpose, 'explore') IN ('explore', 'warm')")
-    params: list = [search_id]
-    if before_round is not None:
-        sql += " AND round < ?"
-        params.append(before_round)
-    with ws.connect() as con:
-        rows = con.execute(sql + " ORDER BY round, idx", params).fetchall()
+    rows = finished_rows(ws, search_id, "weights, score, purpose, source_search", ("explore", "warm"), before_round)
     if not rows:
         return np.zeros((0, 0)), np.zeros(0)
     X = np.array([r[0] for r in rows], dtype=np.float64)
