@@ -165,6 +165,7 @@ class ProxyConfig:
     device: str = opt("auto", "auto (CUDA when present), cpu or cuda.", pattern=r"auto|cpu|cuda(:\d+)?", pattern_text="auto, cpu, cuda or cuda:N")
     dtype: str = opt("auto", "auto (bf16 on CUDA, float32 on CPU), float32 or bfloat16.", choices=("auto", "float32", "bfloat16"))
     threads: int = opt(0, "torch threads per proxy on CPU (0 = torch's default).", ge=0)
+    final_repetition: bool = opt(False, "Proxies see the final model's repetition: each proxy run draws a cluster's share from a pool of that cluster scaled down by proxy tokens / final tokens (mixture.final_tokens, 0 = export.tokens), so a cluster the final model repeats k times is repeated k times in the proxy too. No effect when the final model trains on no more tokens than the proxy. Measured against the repetition cap: docs/BENCHMARKS.md, final scale.")
     command: str = opt("", "For kind = command: the shell command run once per proxy run, with {job} replaced by the run's job folder (also $CLIMB_JOB_DIR). It reads {job}/job.json and writes {job}/result.json ({\"score\": float, \"metrics\": {...}}) or lm-eval's results JSON under {job}.")
     command_timeout_s: float = opt(0.0, "For kind = command: a run still going after this many seconds is killed (its whole process group) and marked failed; 0 = no limit.", ge=0)
 
@@ -230,6 +231,8 @@ class SearchConfig:
     min_distance: float = opt(0.15, "Proposals in one round stay at least this far apart (L1, 0 to 2) from each other and from trained runs, so a confident posterior cannot spend a whole round near one point.", ge=0)
     final_risk: float = opt(0.0, "The final mixture maximises predicted mean - final_risk x predicted sd (models with a posterior): above 0 it prefers mixtures the predictor is sure of.", ge=0)
     verify_seeds: int = opt(1, "Training runs of the final mixture before the search ends (counted in the budget; at most a third of it).", ge=0)
+    scale_runs: int = opt(0, "Scaling mode (climb): this many of the budget's runs retrain the best mixtures found at scale_multiple x proxy.tokens; the predictor then models score from weights and scale and proposes the final mixture for the final model's scale (the larger trained scale at most), verified at that scale. The report gives the Spearman rank correlation of the retrained mixtures between the two scales (RegMix's rank-invariance check). 0 = one scale.", ge=0)
+    scale_multiple: float = opt(4.0, "Scaling mode: the larger scale's training tokens, as a multiple of proxy.tokens.", gt=1, le=1000)
     n_pool_samples: int = opt(4000, "Dirichlet samples per round that candidates are drawn from (plus local perturbations of the best runs).", ge=1)
     regmix_top_k: int = opt(128, "RegMix's final mixture is the mean of its top-k predicted mixtures.", ge=1)
     executor: str = opt("auto", "auto: a round of several n-gram proxies runs on a process pool of `workers` on a machine with more than one core (the machine's load is not read, so a search runs the same way anywhere), the pool started once and kept across the search's rounds; everything else (GPT rounds, which batch instead and use every core through torch) in this process. local (sequential), process (a local process pool) ray, or slurm (one Slurm job per run through submitit, see [slurm]).", choices=("auto", "local", "process", "ray", "slurm"))

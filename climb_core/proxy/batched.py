@@ -201,7 +201,8 @@ def run_proxy_group(jobs: Sequence[ProxyJob]) -> list[ProxyResult | BaseExceptio
     for i, job in enumerate(jobs):
         try:
             files, ctx = job_inputs(job)
-            data = MixtureData.from_token_files(files, job.cluster_ids, job.weights, ctx["tokenizer"].get_vocab_size())
+            data = MixtureData.from_token_files(files, job.cluster_ids, job.weights, ctx["tokenizer"].get_vocab_size(),
+                                             job.pool_fraction)
             ready.append((i, job, data, ctx))
         except Exception as err:  # noqa: BLE001 - this job's failure, not the group's
             out[i] = err

@@ -155,6 +155,9 @@ def _job_record(job: ProxyJob, labels: dict[int, str], data: dict[int, dict[str,
         "version": 1,
         "search_id": job.search_id, "run_id": job.run_id, "round": int(job.round), "seed": int(job.seed),
         "tokens": int(job.proxy.tokens),
+        # < 1 with proxy.final_repetition: a trainer that repeats data as the final model will draws each
+        # cluster from its first pool_fraction of documents (1: the whole cluster).
+        "pool_fraction": float(job.pool_fraction),
         "weights": {str(int(c)): float(w) for c, w in zip(job.cluster_ids, job.weights)},
         "clusters": clusters,
         "targets": [dataclasses.asdict(t) for t in job.targets],

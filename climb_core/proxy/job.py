@@ -75,7 +75,8 @@ def run_proxy_job(job: ProxyJob) -> ProxyResult:
     t0 = time.perf_counter()
     files, ctx = job_inputs(job)
     # From here on no DuckDB connection is open: training reads only the memmaps.
-    data = MixtureData.from_token_files(files, job.cluster_ids, job.weights, ctx["tokenizer"].get_vocab_size())
+    data = MixtureData.from_token_files(files, job.cluster_ids, job.weights, ctx["tokenizer"].get_vocab_size(),
+                                             job.pool_fraction)
     proxy = train_proxy(job.proxy, data, job.seed)
     result = job_result(job, proxy, ctx)
     result.wall_s = time.perf_counter() - t0

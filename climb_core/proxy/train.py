@@ -25,11 +25,34 @@ class ProxyError(RuntimeError):
     """A proxy cannot be trained on the given mixture (no data, bad weights, bad settings)."""
 
 
+# A cluster's scaled-down pool is made of pieces this long, spread evenly over the whole cluster, so
+# the pool holds a sample of all its documents rather than one stretch of them.
+POOL_PIECE_TOKENS = 256
+
+
+def scaled_pool(tokens: np.ndarray, fraction: float, piece: int = POOL_PIECE_TOKENS) -> np.ndarray:
+    """`fraction` of a cluster's tokens (at least one piece): evenly spaced pieces, read into memory.
+
+    Why: a proxy trained on P tokens for a final model of F tokens sees a cluster repeated F/P times
+    less often than the final model will. Drawing from a pool of P/F of the cluster makes a share that
+    the final model repeats k times repeat k times in the proxy too."""
+    n = len(tokens)
+    if fraction >= 1.0 or n <= piece:
+        return tokens
+    n_pieces = -(-n // piece)
+    keep = max(1, int(round(n_pieces * fraction)))
+    starts = np.unique(np.linspace(0, n_pieces - 1, keep).round().astype(np.int64)) * piece
+    return np.concatenate([np.asarray(tokens[s:s + piece]) for s in starts])
+
+
 class MixtureData:
-    """The training files of the clusters in a mixture and their weights; draws and counts tokens."""
+    """The training files of the clusters in a mixture and their weights; draws and counts tokens.
+
+    `pool_fraction` < 1 trains on that fraction of each cluster (`scaled_pool`), and `epochs`
+    counts repeats of that pool: the repetition the final model will see."""
 
     def __init__(self, cluster_ids: Sequence[int], paths: Sequence[str | Path], weights: Sequence[float],
-                 dtype: str, vocab_size: int):
+                 dtype: str, vocab_size: int, pool_fraction: float = 1.0):
         if not (len(cluster_ids) == len(paths) == len(weights)):
             raise ProxyError("cluster_ids, paths and weights must have the same length")
         w = np.asarray(weights, dtype=np.float64)
@@ -37,8 +60,11 @@ class MixtureData:
             raise ProxyError(f"mixture weights must be finite, non-negative and not all zero: {list(weights)}")
         self.vocab_size = vocab_size
         self.cluster_ids = [int(c) for c in cluster_ids]
-        self.tokens = [np.memmap(p, dtype=dtype, mode="r") if Path(p).stat().st_size else np.zeros(0, dtype)
-                       for p in paths]
+        if not 0.0 < pool_fraction <= 1.0:
+            raise ProxyError(f"pool_fraction must be in (0, 1], got {pool_fraction}")
+        self.pool_fraction = float(pool_fraction)
+        self.tokens = [scaled_pool(np.memmap(p, dtype=dtype, mode="r"), self.pool_fraction)
+                       if Path(p).stat().st_size else np.zeros(0, dtype) for p in paths]
         sizes = np.array([len(t) for t in self.tokens])
         empty = (sizes == 0) & (w > 0)
         if empty.all():
@@ -48,14 +74,15 @@ class MixtureData:
         self.drawn = np.zeros(len(self.tokens), dtype=np.int64)
 
     @classmethod
-    def from_token_files(cls, files, cluster_ids: Sequence[int], weights: Sequence[float], vocab_size: int) -> "MixtureData":
+    def from_token_files(cls, files, cluster_ids: Sequence[int], weights: Sequence[float], vocab_size: int,
+                         pool_fraction: float = 1.0) -> "MixtureData":
         """From `tokens.cluster_token_files` output, picking `cluster_ids` in the order of `weights`."""
         by_id = {f.cluster_id: f for f in files}
         missing = [c for c in cluster_ids if c not in by_id]
         if missing:
             raise ProxyError(f"clusters {missing} have no token files (not active?); run `climb tokens` again")
         chosen = [by_id[c] for c in cluster_ids]
-        return cls(cluster_ids, [f.train_path for f in chosen], weights, chosen[0].dtype, vocab_size)
+        return cls(cluster_ids, [f.train_path for f in chosen], weights, chosen[0].dtype, vocab_size, pool_fraction)
 
     @property
     def epochs(self) -> dict[int, float]:

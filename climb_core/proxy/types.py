@@ -23,6 +23,9 @@ class ProxyJob:
     proxy: ProxyConfig
     targets: list[TargetSpec]
     lm_eval_include: list[str] = field(default_factory=list)  # task YAML folders of the user's own (target.lm_eval_include)
+    # Share of each cluster the run may draw from: proxy tokens / final tokens with
+    # proxy.final_repetition, so the proxy repeats each cluster as often as the final model will.
+    pool_fraction: float = 1.0
 
 
 @dataclass

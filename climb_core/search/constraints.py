@@ -176,6 +176,11 @@ class Constraints:
         return w[0] if one else w
 
 
+def final_scale_tokens(mix: MixtureConfig, export_tokens: int) -> int:
+    """Training tokens of the model the mixture is for: mixture.final_tokens, else the export's size."""
+    return int(mix.final_tokens or export_tokens)
+
+
 def constraints_for(mix: MixtureConfig, prior, cluster_ids: list[int], train_tokens=None, *,
                     export_tokens: int = 0) -> Constraints:
     """The constraint set of a search over `cluster_ids` with natural shares `prior`.

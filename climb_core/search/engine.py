@@ -29,8 +29,8 @@ from climb_core.catalogue.workspace import Workspace
 from climb_core.proxy.executors import LocalExecutor
 from climb_core.search.constraints import ConstraintError
 from climb_core.search.predictors.select import warm_imports
-from climb_core.search.proposals import (SearchContext, conclude, round_proposal, verification_proposal,
-                                         write_proposals)
+from climb_core.search.proposals import (SearchContext, conclude, round_proposal, scale_proposal,
+                                         verification_proposal, write_proposals)
 from climb_core.search.records import (Recorder, SearchError, load_search, mark_running, release_runs,
                                        search_runs, set_search, worker_alive, ws_tx)
 from climb_core.search.report import SearchSummary, summarize
@@ -84,6 +84,10 @@ def run_search(ws: Workspace, search_id: str, *, objective: Callable | None = No
                 cancelled = _train_round(ctx, executor, work, f"round {rnd}/{n_rounds}", bar, carry)
                 if cancelled:
                     break
+            if not cancelled and ctx.plan.scale:
+                work = _propose_and_prepare(ctx, executor, fn, ctx.plan.scale_round, ctx.plan.scale,
+                                            f"retraining the {ctx.plan.scale} best mixtures at the larger scale", carry)
+                cancelled = _train_round(ctx, executor, work, "larger scale", bar, carry)
             if not cancelled and ctx.plan.verify:
                 work = _propose_and_prepare(ctx, executor, fn, ctx.plan.verify_round, ctx.plan.verify,
                                             "choosing the final mixture", carry)
@@ -148,6 +152,7 @@ def _propose_and_prepare(ctx: SearchContext, executor, fn, rnd: int, n: int, mes
     meanwhile. `carry` (the hold kept since the last round's final write) ends here."""
     ws, search_id = ctx.ws, ctx.search_id
     verify = rnd == ctx.plan.verify_round
+    scale = rnd == ctx.plan.scale_round
     with ws.held():
         carry.close()
         fresh = not ws.scalar("SELECT count(*) FROM proxy_runs WHERE search_id = ? AND round = ?", [search_id, rnd])
@@ -156,7 +161,12 @@ def _propose_and_prepare(ctx: SearchContext, executor, fn, rnd: int, n: int, mes
             X, y = training_runs(ws, search_id, ctx.warm, before_round=rnd)  # warm runs included
     proposal = None
     if fresh:
-        proposal = verification_proposal(ctx, X, y) if verify else round_proposal(ctx, rnd, n, X, y)
+        if verify:
+            proposal = verification_proposal(ctx, X, y)
+        elif scale:
+            proposal = scale_proposal(ctx, n)
+        else:
+            proposal = round_proposal(ctx, rnd, n, X, y)
     with ws.held():
         if proposal is not None:
             write_proposals(ctx, rnd, **proposal)
@@ -213,12 +223,21 @@ def _prepare_round(ctx: SearchContext, executor, fn, rnd: int) -> _RoundWork | N
 
 
 def _make_job(ctx: SearchContext, row) -> Any:
-    from climb_core.proxy.types import ProxyJob
+    import dataclasses
 
+    from climb_core.proxy.types import ProxyJob
+    from climb_core.search.constraints import final_scale_tokens
+
+    proxy = ctx.config.proxy
+    tokens = int(row.tokens) if row.tokens is not None and row.tokens == row.tokens else int(proxy.tokens)
+    if tokens != proxy.tokens:  # a scaling-mode run at the larger scale
+        proxy = dataclasses.replace(proxy, tokens=tokens)
+    final = final_scale_tokens(ctx.config.mixture, ctx.config.export.tokens)
+    pool = min(1.0, tokens / final) if proxy.final_repetition and final > 0 else 1.0
     return ProxyJob(workspace=str(ctx.ws.root), search_id=ctx.search_id, run_id=row.run_id, round=int(row.round),
                     cluster_ids=list(ctx.cluster_ids), weights=[float(x) for x in row.weights], seed=int(row.seed),
-                    proxy=ctx.config.proxy, targets=list(ctx.config.target.specs),
-                    lm_eval_include=list(ctx.config.target.lm_eval_include))
+                    proxy=proxy, targets=list(ctx.config.target.specs),
+                    lm_eval_include=list(ctx.config.target.lm_eval_include), pool_fraction=pool)
 
 
 def _default_objective():

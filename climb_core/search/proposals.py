@@ -42,7 +42,7 @@ def _run_seed(seed: int, rnd: int, idx: int) -> int:
 
 
 def write_proposals(ctx: SearchContext, rnd: int, weights: np.ndarray, predicted, predicted_sd, report: dict | None,
-                     purpose: str = "explore", final: Final | None = None) -> None:
+                     purpose: str = "explore", final: Final | None = None, tokens: int | None = None) -> None:
     """Write a round's proposed runs (and its predictor report) in one transaction; a round that an
     earlier attempt already wrote is left as it was."""
     now = timestamp()
@@ -57,7 +57,7 @@ def write_proposals(ctx: SearchContext, rnd: int, weights: np.ndarray, predicted
         "round": rnd, "idx": np.arange(n, dtype=np.int32),
         "weights": [list(map(float, w)) for w in weights],
         "seed": [_run_seed(ctx.seed, rnd, i) for i in range(n)],
-        "tokens": int(ctx.config.proxy.tokens),
+        "tokens": int(tokens or ctx.config.proxy.tokens),
         "predicted": col(predicted), "predicted_sd": col(predicted_sd),
         "status": "proposed", "purpose": purpose, "proposed_at": now,
     })
@@ -89,19 +89,49 @@ def round_proposal(ctx: SearchContext, rnd: int, n: int, X: np.ndarray, y: np.nd
 
 
 def verification_proposal(ctx: SearchContext, X: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
-    """The final mixture's verification runs, for `write_proposals`; None: nothing to choose from."""
+    """The final mixture's verification runs, for `write_proposals`; None: nothing to choose from.
+    In scaling mode the final comes from the predictor over weights and scale, verified at the larger scale."""
     if len(y) == 0:
         return None
-    final = ctx.strategy.final(X, y, ctx.plan.verify_round)
+    tokens = None
+    if ctx.plan.scale:
+        from climb_core.search.scaling import scale_final, scale_tokens, scaled_runs
+
+        Xs, log_s, ys = scaled_runs(ctx.ws, ctx.search_id, int(ctx.config.proxy.tokens))
+        final = scale_final(ctx.strategy, Xs, log_s, ys, ctx.plan.verify_round)
+        tokens = scale_tokens(ctx.config)
+    else:
+        final = ctx.strategy.final(X, y, ctx.plan.verify_round)
     n = ctx.plan.verify
     return {"weights": np.repeat(final.weights[None, :], n, axis=0), "predicted": [final.predicted] * n,
-            "predicted_sd": [final.predicted_sd] * n, "report": final.report, "purpose": "verify", "final": final}
+            "predicted_sd": [final.predicted_sd] * n, "report": final.report, "purpose": "verify", "final": final,
+            "tokens": tokens}
+
+
+def scale_proposal(ctx: SearchContext, n: int) -> dict[str, Any] | None:
+    """The scaling round: the n best distinct explored mixtures, retrained at the larger scale."""
+    from climb_core.search.scaling import scale_round_weights, scale_tokens
+
+    X, y, _ = done_runs(ctx.ws, ctx.search_id)
+    if len(y) == 0:
+        return None
+    return {"weights": scale_round_weights(X, y, n), "predicted": None, "predicted_sd": None, "report": None,
+            "purpose": "scale", "tokens": scale_tokens(ctx.config)}
 
 
 def conclude(ctx: SearchContext) -> dict[str, Any] | None:
     """The search's answer, from its trained runs: the verified final, or the best exploration run
     when verification scored below it (or there was none)."""
     X, y, run_ids = done_runs(ctx.ws, ctx.search_id)
+    if ctx.plan.scale:
+        # Scores at two scales are not comparable: the answer is judged among the larger scale's runs.
+        from climb_core.search.records import finished_rows
+
+        rows = finished_rows(ctx.ws, ctx.search_id, "run_id, weights, score", ("scale",))
+        if rows:
+            X = np.array([r[1] for r in rows], dtype=np.float64)
+            y = np.array([r[2] for r in rows], dtype=np.float64)
+            run_ids = [r[0] for r in rows]
     if len(y) == 0:
         return None
     best = int(np.argmax(y))

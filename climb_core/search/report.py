@@ -15,6 +15,7 @@ from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, config_from_dict
 from climb_core.search.records import load_search, search_runs, shown_status
 from climb_core.search.strategies import plan
+from climb_core.search.scaling import rank_transfer
 from climb_core.search.warm import warm_info
 
 
@@ -125,6 +126,7 @@ def search_report(ws: Workspace, search_id: str) -> dict[str, Any]:
         "final_predicted": jsonable(row["final_predicted"]),
         "final": _final_json(row),
         "warm_start": warm_info(row),
+        "scaling": rank_transfer(ws, search_id),
         "n_warm": sum(1 for r in run_list if r["warm"]),
     }
 

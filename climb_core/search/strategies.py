@@ -75,14 +75,19 @@ def round_sizes(strategy: str, budget: int, rounds: int, split: list[int]) -> li
 class Plan:
     explore: list[int]   # runs per exploration round
     verify: int          # training runs of the final mixture (0: the final is an already trained run)
+    scale: int = 0       # runs retraining the best mixtures at the larger scale (search.scale_runs)
 
     @property
     def total(self) -> int:
-        return sum(self.explore) + self.verify
+        return sum(self.explore) + self.scale + self.verify
+
+    @property
+    def scale_round(self) -> int | None:
+        return len(self.explore) + 1 if self.scale else None
 
     @property
     def verify_round(self) -> int:
-        return len(self.explore) + 1
+        return len(self.explore) + 1 + (1 if self.scale else 0)
 
 
 def plan(strategy: str, config: ClimbConfig) -> Plan:
@@ -93,7 +98,9 @@ def plan(strategy: str, config: ClimbConfig) -> Plan:
         return Plan([s.budget], 0)
     # Verification needs at least one exploration run before it; it never takes more than a third.
     v = max(0, min(int(s.verify_seeds), s.budget // 3 if s.budget >= 3 else 0))
-    return Plan(round_sizes(strategy, s.budget - v, s.rounds, list(s.round_split)), v)
+    # Scaling runs retrain explored mixtures, so at least two exploration runs stay per scaling run's pick.
+    k = min(int(s.scale_runs), max(0, (s.budget - v) // 3)) if strategy == "climb" else 0
+    return Plan(round_sizes(strategy, s.budget - v - k, s.rounds, list(s.round_split)), v, k)
 
 
 def enough_warm(n_warm: int, n_clusters: int) -> bool:
