@@ -94,7 +94,7 @@ STAGE_FLAGS: dict[str, list[tuple[str, str, type, str]]] = {
         ("--verify-seeds", "search.verify_seeds", int, "training runs of the final mixture (in the budget)"),
         ("--min-weight", "mixture.min_weight", float, "every weight is 0 or at least this"),
         ("--max-epochs", "mixture.max_epochs", float, "repetition cap: epochs per cluster at --final-tokens"),
-        ("--final-tokens", "mixture.final_tokens", int, "training tokens of the final model the mixture is for (the repetition cap and --final-repetition apply there; 0 = export.tokens)"),
+        ("--final-tokens", "mixture.final_tokens", int, "final training tokens, where --max-epochs and --final-repetition apply (0 = export.tokens; a study sets its final model's)"),
         ("--final-repetition", "proxy.final_repetition", str, "true/false: proxies draw each cluster from a pool scaled by proxy tokens / final tokens, so they repeat clusters as the final model will"),
         ("--scale-runs", "search.scale_runs", int, "scaling mode (climb): runs of the budget that retrain the best mixtures at --scale-multiple x the proxy's tokens"),
         ("--scale-multiple", "search.scale_multiple", float, "scaling mode: the larger scale's tokens as a multiple of --proxy-tokens"),
@@ -122,9 +122,9 @@ JSON_KEYS: dict[str, tuple[str, ...]] = {
                "edits", "active_clusters", "searches"),
     "runs": ("workspace", "searches"),
     "search": ("search_id", "name", "strategy", "status", "message", "config", "target", "cluster_ids",
-               "cluster_labels", "runs", "best_run", "final", "final_weights"),
-    "study": ("study_id", "name", "status", "message", "target", "budget", "proxy", "final_model", "cluster_ids",
-              "cluster_labels", "strategies", "comparisons", "verdict", "report_dir"),
+               "cluster_labels", "runs", "best_run", "final", "final_weights", "final_scale", "scaling"),
+    "study": ("study_id", "name", "status", "message", "target", "budget", "proxy", "final_model", "final_scale",
+              "cluster_ids", "cluster_labels", "strategies", "comparisons", "verdict", "transfer", "report_dir"),
     "export": ("export_id", "search_id", "source", "out_dir", "requested_tokens", "tokens", "docs", "weights",
                "cluster_ids", "cluster_labels", "clusters", "files", "formats", "held_out", "max_share_deviation",
                "trainer_data"),
@@ -430,6 +430,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     rep = run_study(ws, study_id, progress=not args.quiet)
     if _json_mode(args):
         _emit_json(rep)
+        # The human report prints it under the verdict; with --json it must still reach the reader.
+        if (rep.get("transfer") or {}).get("warning"):
+            log.warning(rep["transfer"]["warning"])
         return 0
     _print(report_markdown(rep))
     _print(f"report: {rep['report_dir']}/study.md, study.html, study.json")

@@ -186,6 +186,50 @@ def line_chart(series: dict[str, tuple], title: str, x_title: str, y_title: str,
     return fig
 
 
+def final_scale_table(mixtures: dict[str, tuple[list[float], dict]], ids: list[int], labels: list[str],
+                      key: str) -> None:
+    """Epochs per cluster at the final scale for each named mixture, given as (weights, its search's
+    final scale from `search_final_scale`). A cluster past 1 epoch is marked in words in its own
+    column, so the mark survives the dataframe widget (which shows text literally) and a copy-paste."""
+    from climb_core.search import cluster_epochs
+
+    shown = {name: (wts, sc) for name, (wts, sc) in mixtures.items()
+             if sc and sc.get("cluster_tokens") and wts is not None and len(wts) == len(sc["cluster_tokens"]) == len(ids)}
+    st.markdown("**Epochs per cluster at the final scale**")
+    if not shown:
+        st.caption("Appears once the clusters' tokens are counted (`climb tokens`) and a mixture is shown.")
+        return
+    scales = {sc["tokens"] for _, sc in shown.values()}
+    first = next(iter(shown.values()))[1]
+    st.caption(md(
+        (f"Final training tokens: {first['tokens']:,} ({first['source']}); " if len(scales) == 1 else
+         "Final training tokens: " + "; ".join(f"{n} {sc['tokens']:,}" for n, (_, sc) in shown.items()) + "; ")
+        + f"epochs = weight x final tokens / the cluster's training tokens; the repetition cap is "
+        f"{first['max_epochs']:g} epochs (0 = none). Past 1 epoch, the final model sees that cluster's tokens again."))
+    eps = {name: cluster_epochs(wts, sc["cluster_tokens"], sc["tokens"], ids) for name, (wts, sc) in shown.items()}
+    same_tokens = len({tuple(sc["cluster_tokens"]) for _, sc in shown.values()}) == 1
+    rows = []
+    for i, (c, lbl) in enumerate(zip(ids, labels)):
+        row: dict = {"cluster": int(c), "label": str(lbl)}
+        if same_tokens:
+            row["training tokens"] = int(first["cluster_tokens"][i])
+        over = []
+        for name, e in eps.items():
+            v = e[i]["epochs"]
+            row[f"epochs: {name}"] = None if v is None else round(v, 3)
+            if v is None:
+                over.append(f"{name} (no tokens)")
+            elif v > 1:
+                over.append(f"{name} {v:.2f}")
+        row["past 1 epoch"] = ("REPEATED: " + ", ".join(over)) if over else ""
+        rows.append(row)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key=key)
+    for name, e in eps.items():
+        past = [f"#{r['cluster_id']} ({r['epochs']:.2f})" for r in e if r["epochs"] is not None and r["epochs"] > 1]
+        if past:
+            st.caption(md(f"{name}: {len(past)} cluster(s) past 1 epoch: {', '.join(past)}"))
+
+
 def status_badge(status: str | None) -> str:
     """Markdown: a material icon and the status word."""
     icons = {"done": ":green[:material/check_circle:]", "running": ":blue[:material/progress_activity:]",

@@ -2,7 +2,8 @@
 
 Every strategy, every proposal and every final mixture lands in this set:
   upper_i = min(1, cap_multiple * prior_i, max_epochs * tokens_i / final_tokens)   (0 when excluded)
-             (final_tokens 0: export.tokens, or the corpus's tokens when it is smaller)
+             (final_tokens 0: export.tokens, or the corpus's tokens when it is smaller;
+              final_scale.final_tokens_for is the one rule)
   lower_i = the pinned weight of a pinned cluster, else 0
   w_i = 0 or w_i >= min_weight                                                      (unless pinned)
 The repetition cap reads "no cluster's tokens repeated more than max_epochs times when the final
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from climb_core.config import MixtureConfig
+from climb_core.search.final_scale import final_tokens_for
 
 _TOL = 1e-9
 
@@ -176,11 +178,6 @@ class Constraints:
         return w[0] if one else w
 
 
-def final_scale_tokens(mix: MixtureConfig, export_tokens: int) -> int:
-    """Training tokens of the model the mixture is for: mixture.final_tokens, else the export's size."""
-    return int(mix.final_tokens or export_tokens)
-
-
 def constraints_for(mix: MixtureConfig, prior, cluster_ids: list[int], train_tokens=None, *,
                     export_tokens: int = 0) -> Constraints:
     """The constraint set of a search over `cluster_ids` with natural shares `prior`.
@@ -203,7 +200,7 @@ def constraints_for(mix: MixtureConfig, prior, cluster_ids: list[int], train_tok
                 raise ConstraintError("mixture.max_epochs needs the clusters' token counts; run `climb tokens` first")
         else:
             tokens = np.asarray(train_tokens, dtype=np.float64)
-            final_tokens = mix.final_tokens or min(float(export_tokens), float(tokens[upper > 0].sum()) or 1.0)
+            final_tokens = final_tokens_for(mix, export_tokens, tokens, upper > 0)
             upper = np.minimum(upper, mix.max_epochs * tokens / float(final_tokens))
     lower = np.zeros_like(prior)
     for c, v in _parse_pins(list(mix.pinned), ids).items():

@@ -226,13 +226,12 @@ def _make_job(ctx: SearchContext, row) -> Any:
     import dataclasses
 
     from climb_core.proxy.types import ProxyJob
-    from climb_core.search.constraints import final_scale_tokens
 
     proxy = ctx.config.proxy
     tokens = int(row.tokens) if row.tokens is not None and row.tokens == row.tokens else int(proxy.tokens)
     if tokens != proxy.tokens:  # a scaling-mode run at the larger scale
         proxy = dataclasses.replace(proxy, tokens=tokens)
-    final = final_scale_tokens(ctx.config.mixture, ctx.config.export.tokens)
+    final = ctx.final_tokens
     pool = min(1.0, tokens / final) if proxy.final_repetition and final > 0 else 1.0
     return ProxyJob(workspace=str(ctx.ws.root), search_id=ctx.search_id, run_id=row.run_id, round=int(row.round),
                     cluster_ids=list(ctx.cluster_ids), weights=[float(x) for x in row.weights], seed=int(row.seed),

@@ -11,6 +11,7 @@ import pandas as pd
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import config_from_dict
 from climb_core.search.constraints import constraints_for
+from climb_core.search.final_scale import final_tokens_for
 from climb_core.search.records import done_runs, insert_report, timestamp, ws_tx
 from climb_core.search.strategies import Final, Plan, Strategy, plan
 
@@ -28,6 +29,8 @@ class SearchContext:
         tokens = None if tokens is None or isinstance(tokens, float) else [int(t) for t in tokens]
         self.cons = constraints_for(self.config.mixture, self.prior, self.cluster_ids, tokens,
                                     export_tokens=self.config.export.tokens)
+        # The final model's training tokens, by the rule the repetition cap uses.
+        self.final_tokens = final_tokens_for(self.config.mixture, self.config.export.tokens, tokens, self.cons.upper > 0)
         self.strategy = Strategy(row["strategy"], self.config, self.prior, self.cons)
         self.plan: Plan = plan(row["strategy"], self.config)
         self.sizes = self.plan.explore
@@ -98,7 +101,7 @@ def verification_proposal(ctx: SearchContext, X: np.ndarray, y: np.ndarray) -> d
         from climb_core.search.scaling import scale_final, scale_tokens, scaled_runs
 
         Xs, log_s, ys = scaled_runs(ctx.ws, ctx.search_id, int(ctx.config.proxy.tokens))
-        final = scale_final(ctx.strategy, Xs, log_s, ys, ctx.plan.verify_round)
+        final = scale_final(ctx.strategy, Xs, log_s, ys, ctx.plan.verify_round, ctx.final_tokens)
         tokens = scale_tokens(ctx.config)
     else:
         final = ctx.strategy.final(X, y, ctx.plan.verify_round)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig, config_from_dict
+from climb_core.search.final_scale import scale_of_row
 from climb_core.search.records import load_search, search_runs, shown_status
 from climb_core.search.strategies import plan
 from climb_core.search.scaling import rank_transfer
@@ -125,10 +126,19 @@ def search_report(ws: Workspace, search_id: str) -> dict[str, Any]:
         "final_weights": jsonable(row["final_weights"]),
         "final_predicted": jsonable(row["final_predicted"]),
         "final": _final_json(row),
+        "final_scale": _final_scale(row, c),
         "warm_start": warm_info(row),
         "scaling": rank_transfer(ws, search_id),
         "n_warm": sum(1 for r in run_list if r["warm"]),
     }
+
+
+def _final_scale(row: dict[str, Any], config: ClimbConfig) -> dict[str, Any]:
+    """The final scale and the final mixture's epochs per cluster there (the per-cluster detail,
+    labels included, is `search_final_scale`'s; the report keeps the numbers in cluster_ids order)."""
+    scale = scale_of_row(row, config)
+    scale.pop("clusters")
+    return scale
 
 
 def _str_or_none(v: Any) -> str | None:

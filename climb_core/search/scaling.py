@@ -18,7 +18,6 @@ import numpy as np
 
 from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
-from climb_core.search.constraints import final_scale_tokens
 from climb_core.search.predictors.base import spearman
 from climb_core.search.records import finished_rows
 from climb_core.search.strategies import Final, Strategy
@@ -29,9 +28,8 @@ def scale_tokens(config: ClimbConfig) -> int:
     return int(round(config.proxy.tokens * config.search.scale_multiple))
 
 
-def target_log_scale(config: ClimbConfig) -> float:
+def target_log_scale(config: ClimbConfig, final: int) -> float:
     """log(final tokens / proxy tokens), clipped to [0, log scale_multiple]: the scale proposed for."""
-    final = final_scale_tokens(config.mixture, config.export.tokens)
     ratio = final / config.proxy.tokens if final > 0 else config.search.scale_multiple
     return float(np.clip(math.log(max(ratio, 1.0)), 0.0, math.log(config.search.scale_multiple)))
 
@@ -93,11 +91,12 @@ def carry_to_scale(X: np.ndarray, log_s: np.ndarray, y: np.ndarray, at: float) -
                                       "interaction_norm": float(np.abs(d).sum())}
 
 
-def scale_final(strategy: Strategy, X: np.ndarray, log_s: np.ndarray, y: np.ndarray, final_round: int) -> Final:
+def scale_final(strategy: Strategy, X: np.ndarray, log_s: np.ndarray, y: np.ndarray, final_round: int,
+                final_tokens: int) -> Final:
     """The final mixture for the final model's scale: every run's score carried to that scale
     (`carry_to_scale`), then the strategy's own final over weights (predictor chosen by cross-validation)."""
     cfg = strategy.config
-    at = target_log_scale(cfg)
+    at = target_log_scale(cfg, final_tokens)
     y_at, law = carry_to_scale(X, log_s, y, at)
     final = strategy.final(X, y_at, final_round)
     m = math.exp(at)

@@ -5,6 +5,8 @@ for a larger model. It runs each strategy (CLIMB once per predictor, RegMix, ran
 `study.seeds` search seeds; uniform and natural once, being fixed mixtures), re-trains every final
 mixture as the final model (`study.final_kind`, `final_token_multiple` x the proxy's tokens,
 `final_seeds` training seeds), and writes a report: Markdown, JSON and an HTML page of plots.
+The searches take their repetition cap at the final model's tokens (`with_final_scale`), and the
+report's transfer section says whether the strategies' order on the proxies held on the final model.
 
 Resumable at every level: search ids are derived from the study id, each search resumes itself, and
 each final training is one row in `study_finals`, skipped once done.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import html
 import json
 import math
 import os
@@ -75,6 +78,8 @@ def create_study(ws: Workspace, config: ClimbConfig, name: str | None = None, st
     # Checked before the study row exists, so a bad key or target leaves nothing behind.
     validate(config)
     validate_targets(ws, config.target.specs)
+    config = with_final_scale(config)
+    _check_final_scale(ws, config)
     study_id = study_id or f"study-{_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     if ws.scalar("SELECT count(*) FROM studies WHERE study_id = ?", [study_id]):
         raise SearchError(f"a study {study_id!r} already exists; continue it with --resume {study_id}")
@@ -86,6 +91,38 @@ def create_study(ws: Workspace, config: ClimbConfig, name: str | None = None, st
                      json.dumps([dict(vars(s)) for s in config.target.specs]), now, now,
                      str(ws.root / "studies" / study_id)])
     return study_id
+
+
+def with_final_scale(config: ClimbConfig) -> ClimbConfig:
+    """The config a study's searches run with: the repetition cap taken at the final model's tokens
+    (mixture.final_tokens = study.final_token_multiple x proxy.tokens) unless mixture.final_tokens was
+    set by hand, so each search caps repetition where its final mixture will actually be trained."""
+    if config.mixture.final_tokens > 0:
+        return config
+    return with_overrides(config, {"mixture.final_tokens": _final_config(config).proxy.tokens})
+
+
+def _check_final_scale(ws: Workspace, config: ClimbConfig) -> None:
+    """Refuse, before the study row exists, a final scale the clusters cannot fill within the cap;
+    otherwise every search of the study would be refused one by one."""
+    from climb_core.search.constraints import ConstraintError, constraints_for
+    from climb_core.search.create import cluster_prior, cluster_train_tokens
+
+    if config.mixture.max_epochs <= 0:
+        return
+    ids, prior = cluster_prior(ws)
+    if not ids:
+        return  # create_search says how to get clusters
+    tokens = cluster_train_tokens(ws, ids)
+    if tokens is None:
+        raise SearchError(f"a study caps repetition at its final model's {config.mixture.final_tokens:,} tokens, "
+                          f"which needs the clusters' token counts: run `climb tokens {ws.root}` first "
+                          "(or turn the cap off with mixture.max_epochs = 0)")
+    try:
+        constraints_for(config.mixture, prior, ids, tokens, export_tokens=config.export.tokens)
+    except ConstraintError as err:
+        raise SearchError(f"the study's final model trains on {config.mixture.final_tokens:,} tokens, where the "
+                          f"mixture constraints cannot be met: {err}, or lower study.final_token_multiple") from err
 
 
 def _study_row(ws: Workspace, study_id: str) -> dict[str, Any]:
@@ -184,24 +221,26 @@ def _mean_sd(v: list[float]) -> tuple[float | None, float | None]:
 
 def study_report(ws: Workspace, study_id: str) -> dict[str, Any]:
     """Everything the study found, JSON-ready: per strategy the final model's mean and spread, the
-    proxy-level best-so-far curves, the predictors' quality per round, and the final weights."""
+    proxy-level best-so-far curves, the predictors' quality per round, the final weights and their
+    epochs per cluster at the final scale, and the transfer from proxy scores to final scores."""
     row = _study_row(ws, study_id)
     config = config_from_dict(json.loads(row["config_json"]))
     finals = ws.query_df("SELECT * FROM study_finals WHERE study_id = ? AND status = 'done'", [study_id])
     strategies: dict[str, dict[str, Any]] = {}
-    labels = cluster_ids = None
+    labels = cluster_ids = scale = None
     for arm in arms(config):
         sid = f"{study_id}-{arm.key}"
         if not ws.scalar("SELECT count(*) FROM searches WHERE search_id = ?", [sid]):
             continue
         rep = search_report(ws, sid)
-        labels, cluster_ids = rep["cluster_labels"], rep["cluster_ids"]
+        labels, cluster_ids, scale = rep["cluster_labels"], rep["cluster_ids"], rep["final_scale"]
         st = strategies.setdefault(arm.label, {"label": arm.label, "strategy": arm.strategy, "searches": []})
         f = finals[finals["search_id"] == sid]["score"].tolist() if len(finals) else []
         st["searches"].append({
             "search_id": sid, "seed": arm.seed, "status": rep["status"],
             "proxy_best": None if not rep["best_run"] else rep["best_run"]["score"],
             "final": rep["final"], "final_weights": rep["final_weights"],
+            "final_epochs": rep["final_scale"]["epochs"], **_proxy_score(rep),
             "final_scores": [float(x) for x in f], "final_mean": _mean_sd(f)[0],
             "best_so_far": [b["best"] for b in rep["best_so_far"]],
             "predictors": [{"round": r["round"], "predictor": r.get("predictor"), "spearman": r.get("spearman"),
@@ -220,6 +259,8 @@ def study_report(ws: Workspace, study_id: str) -> dict[str, Any]:
         st["n_final"] = sum(len(s["final_scores"]) for s in st["searches"])
         ws_ = [np.asarray(s["final_weights"]) for s in st["searches"] if s["final_weights"]]
         st["mean_weights"] = np.mean(ws_, axis=0).tolist() if ws_ else None
+        eps = [s["final_epochs"] for s in st["searches"] if s["final_epochs"] and None not in s["final_epochs"]]
+        st["mean_epochs"] = np.mean(eps, axis=0).tolist() if eps else None
         curves = [s["best_so_far"] for s in st["searches"] if s["best_so_far"]]
         n = min((len(c) for c in curves), default=0)
         st["best_so_far_mean"] = np.mean([c[:n] for c in curves], axis=0).tolist() if n else []
@@ -231,10 +272,95 @@ def study_report(ws: Workspace, study_id: str) -> dict[str, Any]:
         "target": json.loads(row["target_json"] or "[]"), "budget": config.search.budget,
         "proxy": {"kind": config.proxy.kind, "tokens": config.proxy.tokens},
         "final_model": {"kind": fc.proxy.kind, "tokens": fc.proxy.tokens, "seeds": config.study.final_seeds,
-                        "n_layer": fc.proxy.n_layer, "n_embd": fc.proxy.n_embd},
+                        "n_layer": fc.proxy.n_layer, "n_embd": fc.proxy.n_embd,
+                        "searches_final_tokens": config.mixture.final_tokens,
+                        "max_epochs": config.mixture.max_epochs},
+        "final_scale": None if scale is None else {k: scale[k] for k in ("tokens", "source", "max_epochs", "cluster_tokens")},
         "cluster_ids": jsonable(cluster_ids), "cluster_labels": jsonable(labels), "strategies": strategies,
-        "comparisons": comparisons, "verdict": verdict_text(comparisons), "report_dir": row["report_dir"],
+        "comparisons": comparisons, "verdict": verdict_text(comparisons), "transfer": transfer(strategies),
+        "report_dir": row["report_dir"],
     }
+
+
+def _proxy_score(rep: dict[str, Any]) -> dict[str, Any]:
+    """A search's own score of its final mixture on the proxies: the verification runs' mean where
+    the final was verified, else the best run's score (the final of random and RegMix is that run)."""
+    verified = (rep.get("final") or {}).get("verified")
+    if verified is not None:
+        return {"proxy_score": float(verified), "proxy_score_from": "verified"}
+    if rep.get("best_run"):
+        return {"proxy_score": float(rep["best_run"]["score"]), "proxy_score_from": "best run"}
+    return {"proxy_score": None, "proxy_score_from": None}
+
+
+TRANSFER_RULE = ("The ranking flips when the strategy with the best mean proxy score is not the one with the best "
+                 "mean final-model score, or when two strategies swap order and the final-scale gap is larger than "
+                 "both their final-scale spreads (each measured over at least two seeds).")
+
+
+def _spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rho, or None with fewer than 3 pairs or a constant side (no ranking to compare)."""
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    rho = spearmanr(x, y)[0]
+    return float(rho) if math.isfinite(rho) else None
+
+
+def transfer(strategies: dict[str, dict]) -> dict[str, Any]:
+    """Does a strategy's standing on the proxies hold on the final model? Per search its proxy score
+    of the final mixture against the final model's mean; per strategy the means of both; Spearman's
+    rho over searches and over strategies; the flips of TRANSFER_RULE and a warning naming them."""
+    rows, per = [], []
+    for st in strategies.values():
+        pairs = []
+        for s in st["searches"]:
+            rows.append({"label": st["label"], "strategy": st["strategy"], "search_id": s["search_id"],
+                         "seed": s["seed"], "proxy_score": s.get("proxy_score"),
+                         "proxy_score_from": s.get("proxy_score_from"), "final_mean": s.get("final_mean")})
+            if s.get("proxy_score") is not None and s.get("final_mean") is not None:
+                pairs.append((s["proxy_score"], s["final_mean"]))
+        if pairs and st.get("final_mean") is not None:
+            per.append({"label": st["label"], "proxy_mean": float(np.mean([p[0] for p in pairs])),
+                        "final_mean": float(st["final_mean"]), "final_sd": st.get("final_sd"),
+                        "spread_n": st.get("spread_n") or 0, "n": len(pairs)})
+    both = [r for r in rows if r["proxy_score"] is not None and r["final_mean"] is not None]
+    flips: list[dict[str, Any]] = []
+    if len(per) >= 2:
+        top_proxy = max(per, key=lambda p: p["proxy_mean"])
+        top_final = max(per, key=lambda p: p["final_mean"])
+        if top_proxy["label"] != top_final["label"]:
+            flips.append({"kind": "best", "proxy_best": top_proxy["label"], "final_best": top_final["label"]})
+        for a in per:
+            for b in per:
+                if a["proxy_mean"] <= b["proxy_mean"] or a["final_mean"] >= b["final_mean"]:
+                    continue  # a leads on the proxies and trails on the final model, or no swap
+                if a["spread_n"] < 2 or b["spread_n"] < 2:
+                    continue
+                gap = b["final_mean"] - a["final_mean"]
+                if gap > max(a["final_sd"] or 0.0, b["final_sd"] or 0.0):
+                    flips.append({"kind": "pair", "proxy_ahead": a["label"], "final_ahead": b["label"], "gap": gap,
+                                  "spreads": [a["final_sd"], b["final_sd"]]})
+    return {"rows": rows, "strategies": per,
+            "spearman_searches": _spearman([r["proxy_score"] for r in both], [r["final_mean"] for r in both]),
+            "n_searches": len(both),
+            "spearman_strategies": _spearman([p["proxy_mean"] for p in per], [p["final_mean"] for p in per]),
+            "n_strategies": len(per), "flips": flips, "warning": transfer_warning(flips), "rule": TRANSFER_RULE}
+
+
+def transfer_warning(flips: list[dict[str, Any]]) -> str | None:
+    if not flips:
+        return None
+    parts = []
+    for f in flips:
+        if f["kind"] == "best":
+            parts.append(f"{f['proxy_best']} is best on the proxies but {f['final_best']} is best on the final model")
+        else:
+            parts.append(f"{f['proxy_ahead']} leads {f['final_ahead']} on the proxies but trails it on the final model "
+                         f"by {f['gap']:.4f}, more than both spreads")
+    return ("the ranking of strategies does not hold at the final scale: " + "; ".join(parts)
+            + ". Judge the mixtures by the final model's scores, not the proxies'.")
 
 
 def compare_finals(strategies: dict[str, dict]) -> list[dict[str, Any]]:
@@ -283,15 +409,21 @@ def report_markdown(rep: dict[str, Any]) -> str:
              f"Target: {', '.join(t.get('name') or t.get('path', '') for t in rep['target'])}; budget {rep['budget']} "
              f"proxy runs per search ({rep['proxy']['kind']}, {rep['proxy']['tokens']:,} tokens). Final model: "
              f"{rep['final_model']['kind']} on {rep['final_model']['tokens']:,} tokens, {rep['final_model']['seeds']} seeds.",
-             "", f"**Verdict:** {rep['verdict']}", "",
+             "", f"**Verdict:** {rep['verdict']}", ""]
+    tr = rep.get("transfer") or {}
+    if tr.get("warning"):
+        lines += [f"**Warning:** {tr['warning']}", ""]
+    lines += [
              "| strategy | final model score (mean) | spread (sd) | spread over | searches | best proxy run (mean) |",
              "|---|---|---|---|---|---|"]
     for st in sorted(rep["strategies"].values(), key=lambda s: -(s.get("final_mean") or -math.inf)):
         pb = [s["proxy_best"] for s in st["searches"] if s["proxy_best"] is not None]
         lines.append(f"| {st['label']} | {_fmt(st.get('final_mean'))} | {_fmt(st.get('final_sd'))} | "
                      f"{st.get('final_sd_over')} | {len(st['searches'])} | {_fmt(float(np.mean(pb)) if pb else None)} |")
+    lines += transfer_markdown(tr)
     labels = rep.get("cluster_labels") or []
     ids = rep.get("cluster_ids") or []
+    lines += epochs_markdown(rep)
     lines += ["", "## Final weights (mean over seeds; top 6 clusters)", ""]
     for st in rep["strategies"].values():
         w = st.get("mean_weights")
@@ -308,6 +440,44 @@ def report_markdown(rep: dict[str, Any]) -> str:
             lines.append(f"- {st['label']} seed {s['seed']}: " + "; ".join(cells))
     lines += ["", "Plots: study.html (best-so-far curves, final scores, weights). Data: study.json.", ""]
     return "\n".join(lines)
+
+
+def transfer_markdown(tr: dict[str, Any]) -> list[str]:
+    if not tr or not tr.get("strategies"):
+        return []
+    lines = ["", "## Transfer: proxy scale vs final scale", "",
+             "Each search's final mixture as scored on the proxies (its verification runs' mean, or its best run's "
+             "score when it was not verified) against the final model's mean score. Spearman's rho over "
+             f"searches: {_fmt(tr.get('spearman_searches'), 2)} ({tr.get('n_searches', 0)} searches); over the "
+             f"strategies' means: {_fmt(tr.get('spearman_strategies'), 2)} ({tr.get('n_strategies', 0)} strategies; "
+             "– below 3).", "",
+             "| strategy | proxy score (mean) | final model score (mean) | final spread (sd) | searches |",
+             "|---|---|---|---|---|"]
+    for p in sorted(tr["strategies"], key=lambda p: -p["proxy_mean"]):
+        lines.append(f"| {p['label']} | {_fmt(p['proxy_mean'])} | {_fmt(p['final_mean'])} | {_fmt(p.get('final_sd'))} "
+                     f"| {p['n']} |")
+    lines += ["", f"{tr.get('rule', TRANSFER_RULE)} "
+              + (f"**Flips:** {tr['warning']}" if tr.get("warning") else "No flips.")]
+    return lines
+
+
+def epochs_markdown(rep: dict[str, Any]) -> list[str]:
+    """Per strategy, the clusters its mean final mixture repeats (past 1 epoch) at the final scale."""
+    scale = rep.get("final_scale") or {}
+    if not scale.get("cluster_tokens"):
+        return []
+    ids = rep.get("cluster_ids") or []
+    lines = ["", f"## Epochs per cluster at the final scale ({scale['tokens']:,} tokens)", "",
+             f"Epochs = weight x {scale['tokens']:,} / the cluster's training tokens (cap: "
+             f"{_fmt(scale.get('max_epochs'), 1)}; the final scale is {scale.get('source')}).", ""]
+    for st in rep["strategies"].values():
+        ep = st.get("mean_epochs")
+        if not ep:
+            continue
+        over = [f"#{c} {e:.2f}" for c, e in zip(ids, ep) if e is not None and e > 1]
+        lines.append(f"- **{st['label']}**: max {max(e for e in ep if e is not None):.2f} epochs; "
+                     + (f"past 1 epoch: {', '.join(over)}" if over else "no cluster past 1 epoch"))
+    return lines
 
 
 def report_figures(rep: dict[str, Any]) -> list:
@@ -330,13 +500,26 @@ def report_figures(rep: dict[str, Any]) -> list:
             f2.add_box(y=[p[1] for p in pts], name=st["label"], boxpoints="all")
     f2.update_layout(title="Final model score per strategy (every search seed x final seed)", yaxis_title="score")
     figs.append(f2)
-    names = [f"{c}: {str(lab)[:24]}" for c, lab in zip(rep.get("cluster_ids") or [], rep.get("cluster_labels") or [])]
+    # Plotly reads text as HTML: a cluster label (corpus text) is escaped before it becomes a tick.
+    names = [html.escape(f"{c}: {str(lab)[:24]}") for c, lab in zip(rep.get("cluster_ids") or [],
+                                                                     rep.get("cluster_labels") or [])]
     f3 = go.Figure()
     for st in rep["strategies"].values():
         if st.get("mean_weights") and len(st["mean_weights"]) == len(names):
             f3.add_bar(x=names, y=st["mean_weights"], name=st["label"])
     f3.update_layout(title="Final weights per strategy (mean over seeds)", barmode="group", yaxis_tickformat=".0%")
     figs.append(f3)
+    f4 = go.Figure()
+    for st in rep["strategies"].values():
+        pts = [r for r in (rep.get("transfer") or {}).get("rows", [])
+               if r["label"] == st["label"] and r["proxy_score"] is not None and r["final_mean"] is not None]
+        if pts:
+            f4.add_scatter(x=[r["proxy_score"] for r in pts], y=[r["final_mean"] for r in pts], mode="markers",
+                           name=st["label"], marker=dict(size=10),
+                           hovertext=[f"{r['search_id']} ({r['proxy_score_from']})" for r in pts])
+    f4.update_layout(title="Transfer: each search's final mixture, proxy score vs final model score",
+                     xaxis_title="proxy score", yaxis_title="final model score (mean over final seeds)")
+    figs.append(f4)
     return figs
 
 
@@ -352,5 +535,5 @@ def write_report(rep: dict[str, Any], out: Path) -> Path:
     return out
 
 
-__all__ = ["Arm", "arms", "create_study", "list_studies", "report_figures", "report_markdown", "run_study",
-           "study_report", "write_report"]
+__all__ = ["Arm", "TRANSFER_RULE", "arms", "create_study", "list_studies", "report_figures", "report_markdown",
+           "run_study", "study_report", "transfer", "transfer_warning", "with_final_scale", "write_report"]

@@ -1,10 +1,12 @@
-"""Compare: searches side by side: best score vs proxies trained, final weights, a score table."""
+"""Compare: searches side by side: best score vs proxies trained, final weights and their epochs at the
+final scale, a score table."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from climb_core import queries
+from climb_core.search import search_final_scale
 from dashboard import widgets as w
 
 ws = w.workspace()
@@ -19,8 +21,8 @@ chosen = st.multiselect("Searches", list(names), default=list(names)[:3], format
 if not chosen:
     st.stop()
 
-curves, finals, rows = {}, {}, []
-labels = None
+curves, finals, scales, rows = {}, {}, {}, []
+labels = ids = None
 for sid in chosen:
     info = queries.search_info(ws, sid) or {}
     runs = queries.proxy_runs(ws, sid)
@@ -30,8 +32,9 @@ for sid in chosen:
     this_labels = [f"{c}: {lbl}" for c, lbl in zip(info.get("cluster_ids") or [], info.get("cluster_labels") or [])]
     weights = info.get("final_weights")
     if weights and (labels is None or this_labels == labels):
-        labels = this_labels
+        labels, ids = this_labels, info.get("cluster_ids") or []
         finals[names[sid]] = weights
+        scales[names[sid]] = search_final_scale(ws, sid)
     done = runs[runs["status"] == "done"] if not runs.empty else runs
     rows.append({"search": names[sid], "status": info.get("status"), "proxies trained": len(done),
                  "best trained score": None if done.empty else float(done["score"].max()),
@@ -47,3 +50,5 @@ if finals and labels:
     skipped = [names[s] for s in chosen if names[s] not in finals]
     if skipped:
         st.caption("Not shown (no final weights yet, or different clusters): " + w.md(", ".join(skipped)))
+    w.final_scale_table({n: (wts, scales[n]) for n, wts in finals.items()}, ids,
+                        [lbl.split(": ", 1)[-1] for lbl in labels], key="cmp_epochs")

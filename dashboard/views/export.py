@@ -12,6 +12,7 @@ import streamlit as st
 from climb_core import jobs, queries
 from climb_core.catalogue.stages import StageError
 from climb_core.export.mixture import repeated_clusters, repetition_warning
+from climb_core.search import search_final_scale
 from dashboard import widgets as w
 
 ws = w.workspace()
@@ -29,6 +30,11 @@ sid = st.selectbox("Search", ids, index=ids.index(want) if want in ids else 0,
 info = queries.search_info(ws, sid) or {}
 if not info.get("final_weights"):
     st.warning("This search has no final mixture yet (it is still running or stopped early).")
+else:
+    # The dataset below is sampled at its own size; this is the mixture where the model will train.
+    w.final_scale_table({"final": (info["final_weights"], search_final_scale(ws, sid))},
+                        info.get("cluster_ids") or [], [str(x) for x in info.get("cluster_labels") or []],
+                        key="export_epochs")
 
 cfg = ws.load_config()
 c1, c2 = st.columns(2)

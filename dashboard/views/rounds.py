@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from climb_core import jobs, queries
+from climb_core.search import search_final_scale
 from dashboard import widgets as w
 
 ws = w.workspace()
@@ -187,6 +188,9 @@ def _draw() -> None:
         mixes["token prior"] = info["prior"]
     if mixes and names and all(len(v) == len(names) for v in mixes.values()):
         st.plotly_chart(w.weights_bars(mixes, names, "Weights of the best mixtures"), key="weights")
+        scale = search_final_scale(ws, sid)
+        w.final_scale_table({k: (v, scale) for k, v in mixes.items() if k != "token prior"}, ids_, labels,
+                            key="rounds_epochs")
 
     with st.expander("All runs"):
         st.dataframe(every.drop(columns=["weights"]), hide_index=True)

@@ -96,8 +96,14 @@ with st.form("new_search"):
     st.markdown("**Constraints** (every strategy, every proposal and the final respect them)")
     k1, k2, k3 = st.columns(3)
     min_weight = k1.number_input("Minimum non-zero weight", 0.0, 0.5, float(base.mixture.min_weight), format="%.4f")
-    max_epochs = k2.number_input("Max epochs per cluster (0 = no cap)", 0.0, 1000.0, float(base.mixture.max_epochs))
-    final_tokens = k3.number_input("… at a final model of (tokens; 0 = export size)", 0, 10**13, int(base.mixture.final_tokens), step=1_000_000)
+    max_epochs = k2.number_input("Max epochs per cluster (0 = no cap)", 0.0, 1000.0, float(base.mixture.max_epochs),
+                                 help="Repetition cap: no cluster's training tokens are seen more than this many times "
+                                      "when the final model trains on the final training tokens.")
+    final_tokens = k3.number_input(
+        "Final training tokens (0 = export size)", 0, 10**13, int(base.mixture.final_tokens), step=1_000_000,
+        help="The final scale: how many tokens the model this mixture is for trains on. The repetition cap and the "
+             "epochs per cluster on Rounds, Compare and Export are taken here. 0: the export's size "
+             "(or the corpus's training tokens when the export is larger); a study sets its final model's tokens.")
     k4, k5 = st.columns(2)
     pinned = k4.text_input("Pinned clusters (ID=WEIGHT, comma-separated)", ",".join(base.mixture.pinned))
     excluded = k5.text_input("Excluded clusters (IDs, comma-separated)", ",".join(map(str, base.mixture.excluded)))

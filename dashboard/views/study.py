@@ -73,6 +73,9 @@ rep = study_report(ws, sid)
 # The labels are Markdown; the status, message and verdict (which can quote cluster labels and paths) are escaped.
 st.markdown(f"**Status:** {w.md(rep['status'])} — {w.md(rep.get('message') or '')}")
 st.markdown(f"**Verdict:** {w.md(rep['verdict'])}")
+tr = rep.get("transfer") or {}
+if tr.get("warning"):
+    st.warning(w.md(tr["warning"]))
 fm = rep["final_model"]
 st.caption(w.md(f"Final model: {fm['kind']} on {fm['tokens']:,} tokens, {fm['seeds']} seeds; budget {rep['budget']}."))
 rows = []
@@ -81,5 +84,22 @@ for s in rep["strategies"].values():
                  "spread over": s.get("final_sd_over"), "searches": len(s["searches"]), "finals trained": s.get("n_final")})
 if rows:
     st.dataframe(pd.DataFrame(rows).sort_values("final score (mean)", ascending=False), hide_index=True)
+if tr.get("strategies"):
+    st.markdown("**Transfer: proxy scale vs final scale**")
+
+    def _rho(v) -> str:
+        return "– (fewer than 3)" if v is None else f"{v:.2f}"
+
+    st.caption(w.md(f"Each search's final mixture scored on the proxies (verified, else its best run) against the final "
+                    f"model's mean. Spearman's rho over {tr['n_searches']} searches: {_rho(tr['spearman_searches'])}; "
+                    f"over {tr['n_strategies']} strategies' means: {_rho(tr['spearman_strategies'])}. {tr['rule']}"))
+    st.dataframe(pd.DataFrame([{"strategy": p["label"], "proxy score (mean)": p["proxy_mean"],
+                                "final score (mean)": p["final_mean"], "final spread (sd)": p.get("final_sd"),
+                                "searches": p["n"]} for p in tr["strategies"]]),
+                 hide_index=True, key="study_transfer")
+scale = rep.get("final_scale")
+if scale and rep.get("cluster_ids"):
+    w.final_scale_table({s["label"]: (s.get("mean_weights"), scale) for s in rep["strategies"].values()},
+                        rep["cluster_ids"], [str(x) for x in rep.get("cluster_labels") or []], key="study_epochs")
 for i, fig in enumerate(report_figures(rep)):
     st.plotly_chart(fig, key=f"study_fig_{i}")

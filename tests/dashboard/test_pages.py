@@ -299,7 +299,9 @@ def test_export_page_runs_an_export(ws, monkeypatch):
 
 def test_study_page_shows_a_finished_study(ws, monkeypatch):
     from climb_core.config import TargetSpec
-    from climb_core.search import create_study, run_study
+    import json
+
+    from climb_core.search import create_study, run_study, study_report
     from climb_core.search.synthetic import objective
 
     cfg = ws.load_config()
@@ -324,13 +326,45 @@ def test_study_page_shows_a_finished_study(ws, monkeypatch):
     table = at.dataframe[0].value
     assert set(table["strategy"]) == {"climb:auto", "natural"}
     assert (table["finals trained"] == 2).all()
+    # The transfer from proxy to final scores, and the strategies' mixtures at the final model's scale.
+    rep = study_report(ws, sid)
+    transfer = [d.value for d in at.dataframe if "proxy score (mean)" in d.value.columns]
+    assert transfer and set(transfer[0]["strategy"]) == {"climb:auto", "natural"}
+    assert any("Spearman" in c.value for c in at.caption)
+    assert rep["final_scale"]["tokens"] == rep["final_model"]["tokens"] == 4 * cfg.proxy.tokens
+    assert {"epochs: climb:auto", "epochs: natural"} <= set(epochs_table(at).columns)
+    assert any(f"Final training tokens\\: {rep['final_scale']['tokens']:,}" in c.value for c in at.caption)
+    assert any(json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Transfer")
+               for c in at.get("plotly_chart"))
+
+
+def epochs_table(at: AppTest):
+    tables = [d.value for d in at.dataframe if "past 1 epoch" in d.value.columns]
+    assert len(tables) == 1, [list(d.value.columns) for d in at.dataframe]
+    return tables[0]
 
 
 def test_rounds_page_shows_the_final_mixture_in_bold(ws, monkeypatch):
+    # A cluster label is corpus text: it reaches the epochs table literally and never Markdown or HTML.
+    with ws.connect() as con:
+        con.execute("UPDATE searches SET cluster_labels = list_transform(cluster_labels, lambda x: "
+                    "'<script>window.__xss=1</script>' || x)")
     at = open_page(ws, "rounds", monkeypatch)
     no_errors(at)
     final = [m.value for m in at.markdown if "Final mixture" in m.value]
     assert final and final[0].startswith("**Final mixture:** "), final
+    from climb_core.search import search_final_scale
+
+    sid = queries.searches(ws)["search_id"].iloc[0]
+    scale = search_final_scale(ws, sid)
+    table = epochs_table(at)
+    assert table["label"].str.startswith("<script>").all()
+    assert table["epochs: final"].tolist() == pytest.approx([round(e, 3) for e in scale["epochs"]])
+    repeated = [e > 1 for e in scale["epochs"]]
+    assert (table["past 1 epoch"].str.startswith("REPEATED: final")).tolist() == repeated
+    assert any(f"Final training tokens\\: {scale['tokens']:,}" in c.value for c in at.caption)
+    for el in [*at.markdown, *at.caption]:
+        assert "<script" not in el.value
 
 
 def test_export_page_warns_of_each_repeated_cluster(ws, monkeypatch):
@@ -346,4 +380,6 @@ def test_export_page_warns_of_each_repeated_cluster(ws, monkeypatch):
     no_errors(at)
     warned = [x.value for x in at.warning if "repeated" in x.value]
     assert repeated and len(warned) == len(repeated)
+    # Apart from the export's own size: the final mixture at the final scale.
+    assert "epochs: final" in epochs_table(at).columns
     assert all(any(f"cluster \\#{c['cluster_id']} " in v for v in warned) for c in repeated)
