@@ -60,6 +60,9 @@ def demo_workspace(root: Path) -> Path:
         subprocess.run([sys.executable, "-m", "climb_core.cli", "run-all", str(root), "--input",
                         str(REPO / "data" / "demo_corpus.jsonl.gz"), "--config", str(REPO / "configs" / "demo.toml"),
                         "-q"], check=True, env=env, cwd=str(REPO))
+    # The repetition cap and the pools need each cluster's token count ("up to date" once counted).
+    subprocess.run([sys.executable, "-m", "climb_core.cli", "tokens", str(root), "-q"], check=True,
+                   env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=str(REPO))
     return root
 
 

@@ -10,6 +10,8 @@ done, and the search's overhead beyond proxy training.
 
     python bench/bench_search_quality.py                      # 4 domains, budgets 14 and 28, 5 seeds
     python bench/bench_search_quality.py --domains reviews --budgets 28 --seeds 2
+    python bench/bench_search_quality.py --final-multiple 4 --final-set proxy.final_repetition=true
+                                           # finals and references scored at 4x the proxy's tokens
 
 Results are cached per (domain, budget, strategy, seed) in bench/results/search_quality.jsonl, so an
 interrupted run resumes; --fresh starts over.
@@ -38,13 +40,15 @@ DEFAULT_STRATEGIES = ["climb", "regmix", "random"]
 
 SETS: list[str] = []  # --set overrides, part of climb's label
 TAG: list[str] = []   # --tag: a name for a code variant, part of climb's label (so it is not read from cache)
+FINAL: list[str] = []  # --final-multiple and --final-set: part of every strategy's label
 
 
 def _label(strategy: str, predictor: str, split: str = "") -> str:
+    scale = "".join(FINAL)
     if strategy != "climb":
-        return strategy
+        return strategy + scale
     return (f"climb:{predictor}" + (f"@{split}" if split else "") + "".join(f"[{s}]" for s in SETS)
-            + "".join(f"#{t}" for t in TAG))
+            + "".join(f"#{t}" for t in TAG) + scale)
 
 
 def _done_keys() -> dict[tuple, dict]:
@@ -58,7 +62,7 @@ def _done_keys() -> dict[tuple, dict]:
 
 
 def run_one(p, base_cfg, strategy: str, predictor: str, budget: int, seed: int, ref_scores: dict,
-            split: str = "", extra: dict | None = None) -> dict:
+            split: str = "", extra: dict | None = None, score_cfg=None) -> dict:
     # Proxies one after another: `overhead` is then the search's own cost, not hidden behind the
     # auto executor's parallel proxies (which executor runs them never changes a proposal).
     over = {"search.strategy": strategy, "search.budget": budget, "search.seed": seed, "search.predictor": predictor,
@@ -76,7 +80,7 @@ def run_one(p, base_cfg, strategy: str, predictor: str, budget: int, seed: int, 
     wall = time.perf_counter() - t0
     rep = search_report(p.ws, sid)
     proxy_s = sum(r["wall_s"] or 0.0 for r in rep["runs"])
-    score = score_mixture(p, cfg, s.final_weights)
+    score = score_mixture(p, score_cfg or cfg, s.final_weights)
     nat, best = ref_scores["natural"], max(ref_scores.values())
     reports = [r for r in rep["predictor_reports"] if (r.get("n_train") or 0) >= 24]
     return {
@@ -103,8 +107,15 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="name of a code variant of climb, appended to its label: results of "
                     "a changed search are then run, not read from the cache of the old one")
     ap.add_argument("--cache", default=str(CACHE), help="folder of the built workspace (a copy lets two runs go at once)")
+    ap.add_argument("--final-multiple", type=float, default=1.0,
+                    help="score finals and references as a model trained on this multiple of the proxy's tokens; "
+                         "every search is told that final scale (mixture.final_tokens)")
+    ap.add_argument("--final-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --final-multiple: config for every strategy's search (e.g. proxy.final_repetition=true)")
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
+    if args.final_multiple != 1.0:
+        FINAL.append(f"@{args.final_multiple:g}x" + "".join(f"[{s}]" for s in args.final_set))
 
     SETS.extend(args.set)
     if args.tag:
@@ -116,6 +127,12 @@ def main() -> None:
     cache = Path(args.cache)
     ws = build_workspace(cache)
     base = pipeline_config()
+    score_cfg = None
+    if args.final_multiple != 1.0:
+        final_tokens = int(round(base.proxy.tokens * args.final_multiple))
+        score_cfg = with_overrides(base, {"proxy.tokens": final_tokens})
+        base = with_overrides(base, {"mixture.final_tokens": final_tokens,
+                                     **dict(item.split("=", 1) for item in args.final_set)})
     done = _done_keys()
     budgets = [int(b) for b in args.budgets.split(",")]
     domains = args.domains.split(",")
@@ -132,7 +149,7 @@ def main() -> None:
     for domain in domains:
         p = problem(ws, cache, domain)
         refs = references(p, base)
-        ref_scores = {k: score_mixture(p, base, w) for k, w in refs.items()}
+        ref_scores = {k: score_mixture(p, score_cfg or base, w) for k, w in refs.items()}
         print(f"\n## {domain}: references " + ", ".join(f"{k} {v:.4f}" for k, v in ref_scores.items()), flush=True)
         for budget in budgets:
             for strategy, predictor, split in runs:
@@ -140,7 +157,7 @@ def main() -> None:
                     key = (domain, budget, _label(strategy, predictor, split), seed)
                     if key in done:
                         continue
-                    r = run_one(p, base, strategy, predictor, budget, seed, ref_scores, split, extra)
+                    r = run_one(p, base, strategy, predictor, budget, seed, ref_scores, split, extra, score_cfg)
                     done[key] = r
                     with OUT.open("a") as fh:
                         fh.write(json.dumps(r) + "\n")
