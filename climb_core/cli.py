@@ -505,9 +505,14 @@ def _print_search(rep: dict[str, Any]) -> None:
             continue  # warm runs, summarised above
         r = reports.get(rnd)
         sp = None if r is None else r.get("spearman")
-        name = "verification" if rnd == verify_round else f"round {rnd}"
+        scale_round = rep.get("scale_round")
+        name = ("verification" if rnd == verify_round else
+                "larger scale" if rnd == scale_round else f"round {rnd}")
         chosen = "" if r is None else f"   predictor {r.get('predictor') or '?'}" + ("" if sp is None else f" (CV Spearman {sp:.2f})")
         _print(f"   {name}: {len(scores):>3} runs  mean {sum(scores) / len(scores):.4f}  best {max(scores):.4f}{chosen}")
+    if rep.get("scaling") and rep["scaling"].get("spearman") is not None:
+        _print(f"   the larger scale ranked the {rep['scaling']['pairs']} retrained mixtures with Spearman "
+               f"{rep['scaling']['spearman']:.2f} against the proxy's scale")
     for run in rep.get("runs", []):
         if run["status"] == "running":
             _print(f"   running: {run['run_id']}")

@@ -13,6 +13,7 @@ The package's modules, each with one job:
   engine       the loop: rounds, verification, resume, cancel
   final_scale  the final model's token budget, and each cluster's epochs there
   report       a search's summary and its JSON-ready report
+  scaling      scaling mode: the best mixtures retrained at a larger scale, scores carried to the final scale
   study        many searches on one target, compared on a larger final model
   synthetic    a known-optimum objective, to check the strategies without training proxies
 """
@@ -23,10 +24,11 @@ from climb_core.search.final_scale import cluster_epochs, final_tokens_for, sear
 from climb_core.search.predictors.select import PREDICTORS
 from climb_core.search.records import SearchError, list_searches, search_runs
 from climb_core.search.report import SearchSummary, search_report, summarize
+from climb_core.search.scaling import rank_transfer
 from climb_core.search.strategies import STRATEGIES, round_sizes
 from climb_core.search.study import create_study, list_studies, run_study, study_report
 
 __all__ = ["PREDICTORS", "create_study", "list_studies", "run_study", "study_report",
-           "cluster_epochs", "final_tokens_for", "search_final_scale",
+           "cluster_epochs", "final_tokens_for", "rank_transfer", "search_final_scale",
            "STRATEGIES", "SearchError", "SearchSummary", "cancel_search", "create_search", "list_searches",
            "new_search_id", "round_sizes", "run_search", "search_report", "search_runs", "summarize"]

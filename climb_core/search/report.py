@@ -119,6 +119,7 @@ def search_report(ws: Workspace, search_id: str) -> dict[str, Any]:
         "prior": jsonable(row["prior"]),
         "round_sizes": p.explore + ([p.verify] if p.verify else []),
         "verify_round": p.verify_round if p.verify else None,
+        "scale_round": p.scale_round,
         "runs": run_list,
         "predictor_reports": preds,
         "best_so_far": best_so_far,

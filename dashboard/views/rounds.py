@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from climb_core import jobs, queries
-from climb_core.search import search_final_scale
+from climb_core.search import rank_transfer, search_final_scale
 from dashboard import widgets as w
 
 ws = w.workspace()
@@ -191,6 +191,19 @@ def _draw() -> None:
         scale = search_final_scale(ws, sid)
         w.final_scale_table({k: (v, scale) for k, v in mixes.items() if k != "token prior"}, ids_, labels,
                             key="rounds_epochs")
+
+    transfer = rank_transfer(ws, sid)
+    if transfer:
+        rho = transfer["spearman"]
+        st.markdown(w.md(f"Scaling mode: {transfer['runs']} of the best mixtures retrained at {transfer['tokens']:,} "
+                         "tokens; rank correlation between the two scales (Spearman) "
+                         + ("n/a (under 3 pairs)" if rho is None else f"{rho:.2f}")))
+        fig = go.Figure()
+        fig.add_scatter(x=transfer["small_scores"], y=transfer["large_scores"], mode="markers", name="retrained mixtures")
+        fig.update_layout(title="The same mixtures at the proxy's scale and at the larger scale",
+                          xaxis_title="score at the proxy's scale", yaxis_title="score at the larger scale", height=320,
+                          margin=dict(l=10, r=10, t=40, b=10))
+        st.plotly_chart(fig, key="scale_transfer")
 
     with st.expander("All runs"):
         st.dataframe(every.drop(columns=["weights"]), hide_index=True)

@@ -104,6 +104,17 @@ with st.form("new_search"):
         help="The final scale: how many tokens the model this mixture is for trains on. The repetition cap and the "
              "epochs per cluster on Rounds, Compare and Export are taken here. 0: the export's size "
              "(or the corpus's training tokens when the export is larger); a study sets its final model's tokens.")
+    f1, f2, f3 = st.columns(3)
+    final_repetition = f1.checkbox(
+        "Proxies repeat data as the final model will", bool(base.proxy.final_repetition),
+        help="Each proxy run draws a cluster's share from a pool of that cluster scaled down by proxy tokens / "
+             "final training tokens, so a cluster the final model sees k times is seen k times by the proxy too.")
+    scale_runs = f2.number_input(
+        "Runs at a larger scale (0 = off)", 0, 1000, int(base.search.scale_runs),
+        help="Scaling mode (climb): this many of the budget's runs retrain the best mixtures at the larger scale; "
+             "the final is proposed for the final training tokens and verified at the larger scale.")
+    scale_multiple = f3.number_input("Larger scale (× proxy tokens)", 1.5, 1000.0, float(base.search.scale_multiple),
+                                     step=0.5)
     k4, k5 = st.columns(2)
     pinned = k4.text_input("Pinned clusters (ID=WEIGHT, comma-separated)", ",".join(base.mixture.pinned))
     excluded = k5.text_input("Excluded clusters (IDs, comma-separated)", ",".join(map(str, base.mixture.excluded)))
@@ -166,12 +177,13 @@ if launch:
             search=dataclasses.replace(base.search, strategy=strategy, budget=int(budget), rounds=int(rounds),
                                        round_split=round_split, n_pool_samples=int(pool_samples),
                                        predictor=predictor, acquisition=acquisition, verify_seeds=int(verify_seeds),
-                                       initial_design=design,
+                                       initial_design=design, scale_runs=int(scale_runs),
+                                       scale_multiple=float(scale_multiple),
                                        seed=int(seed), workers=int(workers), name=name or base.search.name,
                                        executor=executor),
             proxy=dataclasses.replace(base.proxy, kind=kind, tokens=int(tokens), device=device, n_layer=layers,
                                       n_embd=width, n_head=max(1, width // 64), command=command.strip(),
-                                      command_timeout_s=float(timeout)),
+                                      command_timeout_s=float(timeout), final_repetition=bool(final_repetition)),
             mixture=dataclasses.replace(base.mixture, temperature=float(temperature), min_concentration=float(conc[0]),
                                         max_concentration=float(conc[1]), cap_multiple=float(cap),
                                         min_weight=float(min_weight), max_epochs=float(max_epochs),

@@ -383,3 +383,20 @@ def test_export_page_warns_of_each_repeated_cluster(ws, monkeypatch):
     # Apart from the export's own size: the final mixture at the final scale.
     assert "epochs: final" in epochs_table(at).columns
     assert all(any(f"cluster \\#{c['cluster_id']} " in v for v in warned) for c in repeated)
+
+
+def test_rounds_page_shows_how_the_ranking_held_at_the_larger_scale(ws, monkeypatch):
+    from climb_core.cli import main as climb
+    from climb_core.search import rank_transfer
+
+    assert climb(["search", str(ws.root), "--name", "scaling", "--budget", "10", "--rounds", "2", "--round-split", "1,1",
+                  "--scale-runs", "3", "--scale-multiple", "2", "--executor", "local", "--quiet"]) == 0
+    sid = queries.searches(ws)["search_id"].iloc[0]
+    transfer = rank_transfer(ws, sid)
+    assert transfer["runs"] == 3 and transfer["pairs"] == 3
+    at = open_page(ws, "rounds", monkeypatch)
+    no_errors(at)
+    shown = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("Scaling mode")]
+    assert shown and f"{transfer['spearman']:.2f}" in shown[0] and "3 of the best mixtures" in shown[0], shown
+    chart = [c for c in at.get("plotly_chart") if "larger scale" in c.proto.spec]
+    assert chart, "the scatter of the two scales is drawn"
