@@ -357,18 +357,31 @@ def test_bad_export_is_refused(name, finished, tmp_path, capsys):
     assert ws.scalar("SELECT count(*) FROM exports") == 0
 
 
-def test_read_only_export_folder_named_when_not_root(finished, tmp_path, capsys):
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders; the /sys case above covers a refused parent")
+def _read_only(folder):
+    """Make `folder` unwritable for this process, root included; returns the undo."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return lambda: folder.chmod(0o755)
+    # Permission bits do not bind root; the immutable attribute does (ext4, xfs, btrfs, tmpfs).
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"running as root where the immutable attribute is refused: {made.stderr.strip()}")
+    return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_read_only_export_folder_is_named(finished, tmp_path, capsys):
     ws, sid = finished
     parent = tmp_path / "ro"
     parent.mkdir()
-    parent.chmod(0o555)
+    undo = _read_only(parent)
     try:
         rc, _, err = run_cli(["export", str(ws.root), "--search", sid, "--out", str(parent / "out")], capsys)
     finally:
-        parent.chmod(0o755)
-    assert rc == 1 and f"{parent} is not writable" in err
+        undo()
+    assert rc == 1 and f"{parent} is not writable" in err, err
+    assert not (parent / "out").exists() and ws.scalar("SELECT count(*) FROM exports") == 0
 
 
 # ----------------------------------------------------------------------------------- subprocess

@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -295,8 +296,14 @@ def _output_dir(ws: Workspace, out_dir: str | Path | None, export_id: str, force
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ExportError(f"output folder {out}: cannot create {parent} ({err.strerror or err})") from err
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"output folder {out}: {parent} is not writable; give a folder you can write to")
+    # A file written and removed, not os.access: that also catches read-only mounts and immutable folders,
+    # which bind root too.
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".climb-write-check-"):
+            pass
+    except OSError as err:
+        raise ExportError(f"output folder {out}: {parent} is not writable ({err.strerror or err}); "
+                          "give a folder you can write to") from err
     return out
 
 
