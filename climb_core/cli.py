@@ -124,7 +124,7 @@ JSON_KEYS: dict[str, tuple[str, ...]] = {
     "search": ("search_id", "name", "strategy", "status", "message", "config", "target", "cluster_ids",
                "cluster_labels", "runs", "best_run", "final", "final_weights", "final_scale", "scaling"),
     "study": ("study_id", "name", "status", "message", "target", "budget", "proxy", "final_model", "final_scale",
-              "cluster_ids", "cluster_labels", "strategies", "comparisons", "verdict", "transfer", "report_dir"),
+              "cluster_ids", "cluster_labels", "strategies", "comparisons", "verdict", "transfer", "scaling", "report_dir"),
     "export": ("export_id", "search_id", "source", "out_dir", "requested_tokens", "tokens", "docs", "weights",
                "cluster_ids", "cluster_labels", "clusters", "files", "formats", "held_out", "max_share_deviation",
                "trainer_data"),

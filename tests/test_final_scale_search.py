@@ -142,3 +142,16 @@ def test_scaling_mode_spends_its_runs_at_the_larger_scale_and_answers_from_there
     # The scale shift is a constant, so the optimum is where it is at one scale. Over seeds 0-7 the
     # worst final scored -0.017 (natural proportions: -0.19).
     assert true_score(s.final_weights) > -0.05
+
+
+def test_study_reports_the_scaling_rank_check_of_each_search():
+    from climb_core.search.study import scaling_markdown, scaling_summary
+
+    strategies = {"climb:auto": {"label": "climb:auto", "searches": [{"seed": 0, "scale_spearman": 0.8},
+                                                                     {"seed": 1, "scale_spearman": 0.4}]},
+                  "regmix": {"label": "regmix", "searches": [{"seed": 0, "scale_spearman": None}]}}
+    sc = scaling_summary(strategies)
+    assert sc["mean"] == pytest.approx(0.6) and sc["min"] == pytest.approx(0.4) and len(sc["searches"]) == 2
+    text = "\n".join(scaling_markdown(sc))
+    assert "climb:auto seed 0 0.80" in text and "lowest 0.40" in text
+    assert scaling_summary({"regmix": strategies["regmix"]}) is None and scaling_markdown(None) == []

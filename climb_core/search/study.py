@@ -241,6 +241,7 @@ def study_report(ws: Workspace, study_id: str) -> dict[str, Any]:
             "proxy_best": None if not rep["best_run"] else rep["best_run"]["score"],
             "final": rep["final"], "final_weights": rep["final_weights"],
             "final_epochs": rep["final_scale"]["epochs"], **_proxy_score(rep),
+            "scale_spearman": (rep.get("scaling") or {}).get("spearman"),
             "final_scores": [float(x) for x in f], "final_mean": _mean_sd(f)[0],
             "best_so_far": [b["best"] for b in rep["best_so_far"]],
             "predictors": [{"round": r["round"], "predictor": r.get("predictor"), "spearman": r.get("spearman"),
@@ -278,8 +279,19 @@ def study_report(ws: Workspace, study_id: str) -> dict[str, Any]:
         "final_scale": None if scale is None else {k: scale[k] for k in ("tokens", "source", "max_epochs", "cluster_tokens")},
         "cluster_ids": jsonable(cluster_ids), "cluster_labels": jsonable(labels), "strategies": strategies,
         "comparisons": comparisons, "verdict": verdict_text(comparisons), "transfer": transfer(strategies),
-        "report_dir": row["report_dir"],
+        "scaling": scaling_summary(strategies), "report_dir": row["report_dir"],
     }
+
+
+def scaling_summary(strategies: dict[str, dict]) -> dict[str, Any] | None:
+    """Scaling mode's rank check over the study: per search, the Spearman of the retrained mixtures'
+    scores at the two scales (RegMix's rank invariance); None when no search ran in scaling mode."""
+    rows = [{"label": st["label"], "seed": s["seed"], "spearman": s["scale_spearman"]}
+            for st in strategies.values() for s in st["searches"] if s.get("scale_spearman") is not None]
+    if not rows:
+        return None
+    v = [r["spearman"] for r in rows]
+    return {"searches": rows, "mean": float(np.mean(v)), "min": float(np.min(v))}
 
 
 def _proxy_score(rep: dict[str, Any]) -> dict[str, Any]:
@@ -287,7 +299,8 @@ def _proxy_score(rep: dict[str, Any]) -> dict[str, Any]:
     the final was verified, else the best run's score (the final of random and RegMix is that run)."""
     verified = (rep.get("final") or {}).get("verified")
     if verified is not None:
-        return {"proxy_score": float(verified), "proxy_score_from": "verified"}
+        where = "verified at the larger scale" if rep.get("scaling") else "verified"
+        return {"proxy_score": float(verified), "proxy_score_from": where}
     if rep.get("best_run"):
         return {"proxy_score": float(rep["best_run"]["score"]), "proxy_score_from": "best run"}
     return {"proxy_score": None, "proxy_score_from": None}
@@ -421,6 +434,7 @@ def report_markdown(rep: dict[str, Any]) -> str:
         lines.append(f"| {st['label']} | {_fmt(st.get('final_mean'))} | {_fmt(st.get('final_sd'))} | "
                      f"{st.get('final_sd_over')} | {len(st['searches'])} | {_fmt(float(np.mean(pb)) if pb else None)} |")
     lines += transfer_markdown(tr)
+    lines += scaling_markdown(rep.get("scaling"))
     labels = rep.get("cluster_labels") or []
     ids = rep.get("cluster_ids") or []
     lines += epochs_markdown(rep)
@@ -459,6 +473,15 @@ def transfer_markdown(tr: dict[str, Any]) -> list[str]:
     lines += ["", f"{tr.get('rule', TRANSFER_RULE)} "
               + (f"**Flips:** {tr['warning']}" if tr.get("warning") else "No flips.")]
     return lines
+
+
+def scaling_markdown(sc: dict[str, Any] | None) -> list[str]:
+    if not sc:
+        return []
+    cells = ", ".join(f"{r['label']} seed {r['seed']} {r['spearman']:.2f}" for r in sc["searches"])
+    return ["", "## Scaling mode: does the proxy's ranking hold at the larger scale?", "",
+            f"Spearman of the retrained mixtures' scores at the two scales, per search: {cells} "
+            f"(mean {sc['mean']:.2f}, lowest {sc['min']:.2f})."]
 
 
 def epochs_markdown(rep: dict[str, Any]) -> list[str]:
