@@ -44,6 +44,7 @@ from climb_core.config import with_overrides  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 OUT = RESULTS / "final_scale.jsonl"
+FINALS = RESULTS / "final_scale_finals.jsonl"  # one line per (option, search, final kind): its final-model scores
 OPTIONS = {
     "none": {"mixture.max_epochs": 0, "proxy.final_repetition": False},
     "cap": {"mixture.max_epochs": 4, "proxy.final_repetition": False},
@@ -78,8 +79,24 @@ def study_config(ws: Workspace, option: str, budget: int, seeds: int, multiple: 
     return cfg
 
 
-def final_scores(ws: Workspace, cfg, weights, cluster_ids, kind: str, seeds: int) -> list[float]:
-    """The mixture trained as the final model (`kind`, study.final_token_multiple x proxy tokens)."""
+def _cached_finals() -> dict[tuple, list[float]]:
+    if not FINALS.exists():
+        return {}
+    return {(r["option"], r["search_id"], r["kind"]): r["scores"] for r in map(json.loads, FINALS.read_text().splitlines())}
+
+
+def final_scores(ws: Workspace, cfg, weights, cluster_ids, kind: str, seeds: int, option: str, search_id: str) -> list[float]:
+    """The mixture trained as the final model (`kind`, study.final_token_multiple x proxy tokens); cached."""
+    cached = _cached_finals().get((option, search_id, kind))
+    if cached is not None and len(cached) >= seeds:
+        return cached[:seeds]
+    scores = _train_finals(ws, cfg, weights, cluster_ids, kind, seeds)
+    with FINALS.open("a") as fh:
+        fh.write(json.dumps({"option": option, "search_id": search_id, "kind": kind, "scores": scores}) + "\n")
+    return scores
+
+
+def _train_finals(ws: Workspace, cfg, weights, cluster_ids, kind: str, seeds: int) -> list[float]:
     from climb_core.proxy.job import run_proxy_job
     from climb_core.proxy.types import ProxyJob
 
@@ -125,7 +142,8 @@ def run_option(option: str, args, cache: Path) -> dict:
                    "proxy_score": proxy_score, "weights": s["final_weights"], "epochs": epochs,
                    "scaling": r.get("scaling")}
             for kind in args.final_kinds.split(","):
-                arm[f"final_{kind}"] = final_scores(ws, cfg, s["final_weights"], rep["cluster_ids"], kind, args.final_seeds)
+                arm[f"final_{kind}"] = final_scores(ws, cfg, s["final_weights"], rep["cluster_ids"], kind,
+                                                    args.final_seeds, option, s["search_id"])
             arms.append(arm)
     return {"option": option, "budget": args.budget, "seeds": args.seeds, "multiple": args.multiple,
             "final_tokens": cfg.mixture.final_tokens, "proxy_tokens": cfg.proxy.tokens, "wall_s": wall,
@@ -187,7 +205,10 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)["option"]: json.loads(line) for line in OUT.read_text().splitlines()} if OUT.exists() and not args.fresh else {}
+    if args.fresh:
+        for f in (OUT, FINALS):
+            f.unlink(missing_ok=True)
+    done = {json.loads(line)["option"]: json.loads(line) for line in OUT.read_text().splitlines()} if OUT.exists() else {}
     cache = demo_workspace(RESULTS / "final_scale_ws" / "_base")
     kinds = args.final_kinds.split(",")
     for option in args.options.split(","):
