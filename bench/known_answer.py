@@ -126,8 +126,10 @@ def problem(ws: Workspace, cache: Path, domain: str) -> Problem:
     return Problem(ws, domain, target, list(ids), np.asarray(prior), domain_shares(ws, list(ids))[domain])
 
 
-def references(p: Problem, config: ClimbConfig) -> dict[str, np.ndarray]:
-    """natural, domain (majority clusters at natural proportions) and share, within the constraints."""
+def references(p: Problem, config: ClimbConfig, blends: tuple[float, ...] = ()) -> dict[str, np.ndarray]:
+    """natural, domain (majority clusters at natural proportions) and share, within the constraints;
+    with `blends`, also a x domain + (1 - a) x natural for each a: at a final scale where the domain's
+    clusters would repeat, the best known mixture lies between the two."""
     from climb_core.search.constraints import constraints_for
 
     cons = constraints_for(config.mixture, p.prior, p.cluster_ids)
@@ -136,9 +138,11 @@ def references(p: Problem, config: ClimbConfig) -> dict[str, np.ndarray]:
         major = p.domain_share == p.domain_share.max()
     dom = np.where(major, p.prior, 0.0)
     share = p.prior * p.domain_share
-    return {"natural": p.prior / p.prior.sum(),
-            "domain": cons.project(dom / dom.sum()),
-            "share": cons.project(share / share.sum())}
+    natural = p.prior / p.prior.sum()
+    out = {"natural": natural, "domain": cons.project(dom / dom.sum()), "share": cons.project(share / share.sum())}
+    for a in blends:
+        out[f"blend{a:g}"] = cons.project(a * out["domain"] + (1 - a) * natural)
+    return out
 
 
 def score_mixture(p: Problem, config: ClimbConfig, weights, seeds: int = 3, base: int = EVAL_SEED_BASE) -> float:
