@@ -204,8 +204,14 @@ class Strategy:
         if choice.fit is None:
             report = _choice_report(choice, len(y), "no usable predictor: the best trained run", len(self.prior))
             return Final(best, None, None, "best trained run (no usable predictor)", report)
-        w = best_mixture(choice.fit, X, y, self.cons, pool, self.rng(final_round, 1), risk=s.final_risk)
+        if s.final_top_k > 1:
+            pred = choice.fit.predict(pool)
+            top = np.argsort(-pred, kind="stable")[: s.final_top_k]
+            w = self.cons.project(pool[top].mean(axis=0))
+            how = f"mean of the top {len(top)} of {len(pool)} mixtures predicted by the {choice.name} predictor"
+        else:
+            w = best_mixture(choice.fit, X, y, self.cons, pool, self.rng(final_round, 1), risk=s.final_risk)
+            how = f"constrained optimum of the {choice.name} predictor"
         sd = choice.fit.predict_sd(w[None, :])
-        how = f"constrained optimum of the {choice.name} predictor"
         return Final(w, float(choice.fit.predict(w[None, :])[0]), None if sd is None else float(sd[0]), how,
                      _choice_report(choice, len(y), how, len(self.prior)))
