@@ -51,6 +51,7 @@ OPTIONS = {
     "pools": {"mixture.max_epochs": 0, "proxy.final_repetition": True},
     "both": {"mixture.max_epochs": 4, "proxy.final_repetition": True},
     "scaling": {"mixture.max_epochs": 4, "proxy.final_repetition": True, "search.scale_runs": 4},
+    "pools+top128": {"mixture.max_epochs": 0, "proxy.final_repetition": True, "search.final_top_k": 128},
 }
 FINAL_SEED_BASE = 500_000
 
@@ -141,9 +142,11 @@ def run_option(option: str, args, cache: Path) -> dict:
             arm = {"label": st["label"], "strategy": st["strategy"], "seed": s["seed"], "search_id": s["search_id"],
                    "proxy_score": proxy_score, "weights": s["final_weights"], "epochs": epochs,
                    "scaling": r.get("scaling")}
+            # A searched strategy's spread is over its search seeds, a fixed mixture's over final-model seeds.
+            n_final = args.final_seeds if st["strategy"] in ("uniform", "natural") else args.searched_final_seeds
             for kind in args.final_kinds.split(","):
                 arm[f"final_{kind}"] = final_scores(ws, cfg, s["final_weights"], rep["cluster_ids"], kind,
-                                                    args.final_seeds, option, s["search_id"])
+                                                    n_final, option, s["search_id"])
             arms.append(arm)
     return {"option": option, "budget": args.budget, "seeds": args.seeds, "multiple": args.multiple,
             "final_tokens": cfg.mixture.final_tokens, "proxy_tokens": cfg.proxy.tokens, "wall_s": wall,
@@ -200,7 +203,8 @@ def main() -> None:
     ap.add_argument("--final-kinds", default="ngram,gpt")
     ap.add_argument("--budget", type=int, default=28)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--final-seeds", type=int, default=2)
+    ap.add_argument("--final-seeds", type=int, default=2, help="final-model seeds of the fixed mixtures (uniform, natural)")
+    ap.add_argument("--searched-final-seeds", type=int, default=2, help="final-model seeds per search of the searched strategies")
     ap.add_argument("--multiple", type=float, default=4.0)
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
