@@ -55,7 +55,7 @@ def pipeline_config() -> ClimbConfig:
     return with_overrides(ClimbConfig(), {
         "embed.max_seq_length": 128, "cluster.k": 48, "merge.target_clusters": 16,
         "prune.min_size": 3, "prune.min_quality": 0.0, "proxy.kind": "ngram", "proxy.tokens": 200_000,
-        "mixture.max_epochs": 0})
+        "mixture.max_epochs": 0, "proxy.final_repetition": False, "search.final_top_k": 0})
 
 
 def _sample_pool(out_dir: Path, seed: int = 0) -> tuple[Path, dict[str, Path]]:

@@ -52,7 +52,7 @@ def tokenised(tmp_path_factory):
 def test_a_search_reports_its_final_mixture_at_the_final_scale(tokenised):
     ws = tokenised
     cfg = search_config("random", 4)
-    cfg.mixture.final_tokens = 300_000
+    cfg.mixture.final_tokens, cfg.mixture.max_epochs = 300_000, 4
     sid = create_search(ws, cfg)
     run_search(ws, sid, objective=objective, progress=False)
     scale = search_final_scale(ws, sid)
@@ -97,6 +97,7 @@ def test_create_study_sets_the_final_scale_of_its_searches(tokenised):
 def test_a_final_scale_past_the_cap_is_refused_before_the_study_exists(tokenised):
     ws = tokenised
     cfg = _study_config()
+    cfg.mixture.max_epochs = 4
     cfg.study.final_token_multiple = 1000.0       # 20M tokens from a corpus of well under 1M at 4 epochs
     before = ws.scalar("SELECT count(*) FROM studies")
     with pytest.raises(SearchError, match="final model trains on 20,000,000 tokens"):

@@ -79,23 +79,24 @@ def test_repetition_cap_binds_small_clusters():
     assert w[-1] <= 0.01 + 1e-9 and cons.contains(w)
 
 
-def test_default_cap_applies_at_the_export_size_and_rises_when_the_corpus_is_small():
+def test_cap_applies_at_the_export_size_and_rises_when_the_corpus_is_small():
     tokens = (PRIOR * 1e6).astype(int)   # 1M tokens in all
-    mix = MixtureConfig()                # max_epochs 4 at final_tokens 0 = the export's size
-    assert mix.max_epochs == 4 and mix.final_tokens == 0
+    assert MixtureConfig().max_epochs == 0   # off by default: the proxies see the repetition instead
+    mix = MixtureConfig(max_epochs=4)    # 4 epochs at final_tokens 0 = the export's size
+    assert mix.final_tokens == 0
     cons = constraints_for(mix, PRIOR, IDS, tokens, export_tokens=1_000_000)
     assert cons.upper[-1] == pytest.approx(4 * 5_000 / 1_000_000)
     # no token counts yet, or no export size: no repetition cap
     assert constraints_for(mix, PRIOR, IDS, export_tokens=1_000_000).upper[-1] > 0.02
     # an export of 10M tokens must repeat a 1M-token corpus 10 times: the cap is then taken at the
     # corpus's size, so no cluster is repeated more than 4 times as often as the corpus
-    cons = constraints_for(MixtureConfig(cap_multiple=0), PRIOR, IDS, tokens, export_tokens=10_000_000)
+    cons = constraints_for(MixtureConfig(cap_multiple=0, max_epochs=4), PRIOR, IDS, tokens, export_tokens=10_000_000)
     assert cons.upper == pytest.approx(np.minimum(1, 4 * tokens / tokens.sum()))
     assert len({tuple(np.round(r, 6)) for r in sample_mixtures(PRIOR, 20, MixtureConfig(), np.random.default_rng(0),
                                                                constraints=cons)}) == 20   # room to search
     # a final_tokens the user set is held to
     with pytest.raises(ConstraintError, match="max_epochs"):
-        constraints_for(MixtureConfig(final_tokens=10_000_000), PRIOR, IDS, tokens)
+        constraints_for(MixtureConfig(final_tokens=10_000_000, max_epochs=4), PRIOR, IDS, tokens)
 
 
 def test_sampler_rows_distinct_and_deterministic():

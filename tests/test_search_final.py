@@ -11,7 +11,7 @@ import pytest
 from climb_core.proxy.types import ProxyResult
 from climb_core.search import create_search, run_search, search_report, search_runs
 from climb_core.search.constraints import constraints_for
-from climb_core.search.synthetic import objective
+from climb_core.search.synthetic import objective, true_score
 from tests.helpers import build_domain_workspace, search_config
 
 
@@ -41,7 +41,7 @@ def test_climb_trains_its_final_and_records_the_verification(ws):
     proposed = f["weights"] if f["chosen"] == "optimum" else f["proposed_weights"]
     assert all(np.allclose(w, proposed) for w in verify["weights"])
     assert f["verified"] == pytest.approx(verify["score"].mean())
-    assert f["predicted"] is not None and "optimum" in f["how"]
+    assert f["predicted"] is not None and f["how"].startswith(("constrained optimum", "mean of the top"))
     # The answer is the verified optimum when it verified at least as well as the best run, else that run.
     if f["chosen"] == "optimum":
         assert f["verified"] >= f["best_run"]["score"] and np.allclose(s.final_weights, proposed)
@@ -128,3 +128,14 @@ def test_round_reports_are_json(ws):
     sid = create_search(ws, search_config("climb", 8, seed=4))
     run_search(ws, sid, objective=objective, progress=False)
     json.dumps(search_report(ws, sid))
+
+
+@pytest.mark.parametrize("top_k, how", [(0, "constrained optimum of the"), (128, "mean of the top 128 of")])
+def test_final_rule_is_the_optimum_or_the_top_k_mean(ws, top_k, how):
+    """search.final_top_k picks the final rule; on the known-optimum objective both land near w*
+    (top-k over seeds 0-7 at budget 32: worst -0.012; natural proportions score -0.19)."""
+    s = run_search(ws, create_search(ws, search_config("climb", 32, 0, n_pool_samples=20_000, final_top_k=top_k)),
+                   objective=objective, progress=False)
+    proposed = s.final["weights"] if s.final["chosen"] == "optimum" else s.final["proposed_weights"]
+    assert s.final["how"].startswith(how)
+    assert true_score(proposed) > -0.05

@@ -34,6 +34,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     cfg.study.seeds = 2
     cfg.study.final_seeds = 2
     cfg.study.final_kind = "ngram"
+    cfg.mixture.max_epochs = 4   # the cap, held at the final model's tokens
     assert [a.label for a in arms(cfg)] == ["climb:auto", "climb:auto", "random", "random", "natural"]
     study = create_study(ws, cfg, name="tiny")
     rep = run_study(ws, study, objective=objective, final_objective=counting_final, progress=False)
