@@ -114,7 +114,7 @@ def _train_finals(ws: Workspace, cfg, weights, cluster_ids, kind: str, seeds: in
 
 def run_option(option: str, args, cache: Path) -> dict:
     from climb_core.search import search_report
-    from climb_core.search.study import create_study, run_study, study_report
+    from climb_core.search.study import create_study, run_study
 
     wdir = RESULTS / "final_scale_ws" / option
     if not (wdir / "climb.duckdb").exists():
