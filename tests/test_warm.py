@@ -296,3 +296,19 @@ def test_search_page_offers_warm_start_after_an_edit(fresh, monkeypatch):
     assert pick and len(pick[0].options) == 1 and pick[0].value == []
     assert "0 reused, 6 remapped, 0 dropped" in pick[0].format_func(sid)
     assert any("clusters changed since 1 finished search" in i.value for i in at.info)
+
+
+def test_a_source_stored_before_final_repetition_existed_trained_on_whole_clusters():
+    import json
+
+    from climb_core.config import ClimbConfig
+    from climb_core.search.warm import settings_difference
+
+    now = ClimbConfig()
+    old = now.to_dict()
+    del old["proxy"]["final_repetition"]
+    targets = json.dumps([dict(vars(s)) for s in now.target.specs])
+    why = settings_difference(json.dumps(now.to_dict()), targets, {"config_json": json.dumps(old), "target_json": targets})
+    assert why and "final_repetition False there, True here" in why
+    old["proxy"]["final_repetition"] = True
+    assert settings_difference(json.dumps(now.to_dict()), targets, {"config_json": json.dumps(old), "target_json": targets}) is None

@@ -205,7 +205,10 @@ def created_edits(value) -> list[int | None] | None:
 # -------------------------------------------------------------------------------------- settings
 def _proxy_settings(config_json: str | None) -> dict[str, Any]:
     cfg = json.loads(config_json) if isinstance(config_json, str) and config_json else {}
-    return {k: v for k, v in (cfg.get("proxy") or {}).items() if k not in _PROXY_IGNORED}
+    out = {k: v for k, v in (cfg.get("proxy") or {}).items() if k not in _PROXY_IGNORED}
+    if cfg.get("proxy") and "final_repetition" not in out:
+        out["final_repetition"] = False  # stored before the key existed: its proxies trained on whole clusters
+    return out
 
 
 def _targets(target_json: str | None) -> list[dict[str, Any]]:
