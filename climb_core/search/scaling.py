@@ -5,8 +5,9 @@ Mixing Laws fit score as a function of mixture and scale). With `search.scale_ru
 exploration rounds the k best distinct mixtures are trained again at `search.scale_multiple` x
 proxy.tokens. A mixing law over weights and log scale (`scale_law`) carries every run's score to the
 final model's scale, clipped to the largest scale trained (nothing here is trusted to extrapolate in
-scale), and the predictor chosen by cross-validation proposes the final from those scores. The final is
-verified, and compared, at the larger scale. How well the small scale ranked the retrained mixtures is reported as a Spearman correlation.
+scale), and the predictor chosen by cross-validation proposes the final from those scores. The final
+is verified, and compared, at the larger scale. How well the small scale ranked the retrained
+mixtures is reported as a Spearman correlation.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from climb_core.catalogue.workspace import Workspace
 from climb_core.config import ClimbConfig
 from climb_core.search.predictors.base import spearman
 from climb_core.search.records import finished_rows
+from climb_core.search.sampling import dedup_rows
 from climb_core.search.strategies import Final, Strategy
 
 
@@ -36,17 +38,7 @@ def target_log_scale(config: ClimbConfig, final: int) -> float:
 
 def scale_round_weights(X: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     """The k best distinct trained mixtures, best first."""
-    order = np.argsort(-y, kind="stable")
-    picked: list[int] = []
-    seen: set[bytes] = set()
-    for i in order:
-        key = np.round(X[i], 4).tobytes()
-        if key not in seen:
-            seen.add(key)
-            picked.append(int(i))
-        if len(picked) == k:
-            break
-    return X[picked]
+    return dedup_rows(X[np.argsort(-y, kind="stable")])[:k]
 
 
 def scaled_runs(ws: Workspace, search_id: str, proxy_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
