@@ -535,6 +535,14 @@ def _print_search(rep: dict[str, Any]) -> None:
         labels = rep.get("cluster_labels") or [str(c) for c in rep.get("cluster_ids", [])]
         top = sorted(zip(weights, labels, rep.get("cluster_ids", [])), reverse=True)[:8]
         _print("   final mixture (top clusters): " + ", ".join(f"#{c} {lab} {w:.1%}" for w, lab, c in top))
+    scale = rep.get("final_scale") or {}
+    proxy = (rep.get("config") or {}).get("proxy") or {}
+    if scale.get("tokens"):
+        epochs = [e for e in scale.get("epochs") or [] if e is not None]
+        pools = (f"; proxies drew from {min(1.0, proxy['tokens'] / scale['tokens']):.0%} of each cluster to repeat "
+                 "data as that model will" if proxy.get("final_repetition") and proxy.get("tokens") else "")
+        _print(f"   final scale: {scale['tokens']:,} tokens, {scale.get('source')}"
+               + (f", the final mixture's most repeated cluster {max(epochs):.2f} epochs" if epochs else "") + pools)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
