@@ -312,3 +312,21 @@ def test_a_source_stored_before_final_repetition_existed_trained_on_whole_cluste
     assert why and "final_repetition False there, True here" in why
     old["proxy"]["final_repetition"] = True
     assert settings_difference(json.dumps(now.to_dict()), targets, {"config_json": json.dumps(old), "target_json": targets}) is None
+
+
+def test_pools_drawn_for_another_final_scale_are_other_proxies():
+    import json
+
+    from climb_core.config import ClimbConfig
+    from climb_core.search.warm import settings_difference
+
+    now = ClimbConfig()
+    other = now.to_dict()
+    other["mixture"]["final_tokens"] = 5_000_000
+    targets = json.dumps([dict(vars(s)) for s in now.target.specs])
+    why = settings_difference(json.dumps(now.to_dict()), targets, {"config_json": json.dumps(other), "target_json": targets})
+    assert why and "final scale" in why and "5000000" in why
+    # Whole-cluster proxies do not depend on the final scale.
+    now.proxy.final_repetition = False
+    other["proxy"]["final_repetition"] = False
+    assert settings_difference(json.dumps(now.to_dict()), targets, {"config_json": json.dumps(other), "target_json": targets}) is None

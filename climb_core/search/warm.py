@@ -20,7 +20,8 @@ Carrying weights to the current clusters follows the edit lineage the workspace 
                     their token counts), one from an undone split to the cluster it was split from.
 Runs mapped any way but the first are "remapped".
 
-Settings: warm runs must have been scored on the same targets with the same proxy settings. With
+Settings: warm runs must have been scored on the same targets with the same proxy settings (with
+proxy.final_repetition, the same final scale too: it sets the proxies' pool sizes). With
 `warm_start_any`, other sources are taken anyway and each gets a per-source offset: its scores are
 centred on its own mean and moved to the mean of the search's comparable scores (its own runs, or
 warm runs from compatible sources, else 0). The offset corrects a shift between two proxies' score
@@ -208,6 +209,10 @@ def _proxy_settings(config_json: str | None) -> dict[str, Any]:
     out = {k: v for k, v in (cfg.get("proxy") or {}).items() if k not in _PROXY_IGNORED}
     if cfg.get("proxy") and "final_repetition" not in out:
         out["final_repetition"] = False  # stored before the key existed: its proxies trained on whole clusters
+    if out.get("final_repetition"):
+        # The pools' size follows the final scale, so runs drawn for another final scale are other proxies.
+        out["final scale (mixture.final_tokens, export.tokens)"] = [(cfg.get("mixture") or {}).get("final_tokens"),
+                                                                    (cfg.get("export") or {}).get("tokens")]
     return out
 
 
