@@ -163,7 +163,9 @@ def test_warm_start_from_import_and_few_runs(ws, tmp_path):
     sid = create_search(ws, search_config("climb", 6), warm_start=[imp])
     run_search(ws, sid, objective=objective, progress=False)
     reps = search_report(ws, sid)["predictor_reports"]
-    assert 1 not in [r["round"] for r in reps] and reps[0]["n_train"] == 4 + 3
+    assert reps, "the predictor reported from round 2 on"
+    assert 1 not in [r["round"] for r in reps]
+    assert reps[0]["n_train"] == 4 + 3   # the 4 warm runs and round 1's 3
 
 
 def test_warm_start_settings_refused_or_offset(ws):
