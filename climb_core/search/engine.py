@@ -225,10 +225,12 @@ def _prepare_round(ctx: SearchContext, executor, fn, rnd: int) -> _RoundWork | N
 def _make_job(ctx: SearchContext, row) -> Any:
     import dataclasses
 
+    import pandas as pd
+
     from climb_core.proxy.types import ProxyJob
 
     proxy = ctx.config.proxy
-    tokens = int(row.tokens) if row.tokens is not None and row.tokens == row.tokens else int(proxy.tokens)
+    tokens = int(proxy.tokens) if pd.isna(row.tokens) else int(row.tokens)
     if tokens != proxy.tokens:  # a scaling-mode run at the larger scale
         proxy = dataclasses.replace(proxy, tokens=tokens)
     final = ctx.final_tokens

@@ -125,16 +125,10 @@ def scale_proposal(ctx: SearchContext, n: int) -> dict[str, Any] | None:
 def conclude(ctx: SearchContext) -> dict[str, Any] | None:
     """The search's answer, from its trained runs: the verified final, or the best exploration run
     when verification scored below it (or there was none)."""
-    X, y, run_ids = done_runs(ctx.ws, ctx.search_id)
-    if ctx.plan.scale:
-        # Scores at two scales are not comparable: the answer is judged among the larger scale's runs.
-        from climb_core.search.records import finished_rows
-
-        rows = finished_rows(ctx.ws, ctx.search_id, "run_id, weights, score", ("scale",))
-        if rows:
-            X = np.array([r[1] for r in rows], dtype=np.float64)
-            y = np.array([r[2] for r in rows], dtype=np.float64)
-            run_ids = [r[0] for r in rows]
+    # Scores at two scales are not comparable: in scaling mode the answer is judged among the larger scale's runs.
+    X, y, run_ids = done_runs(ctx.ws, ctx.search_id, purposes=("scale",)) if ctx.plan.scale else (None, [], [])
+    if len(y) == 0:
+        X, y, run_ids = done_runs(ctx.ws, ctx.search_id)
     if len(y) == 0:
         return None
     best = int(np.argmax(y))

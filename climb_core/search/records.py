@@ -71,9 +71,11 @@ def finished_rows(ws: Workspace, search_id: str, columns: str, purposes: tuple[s
         return con.execute(sql + " ORDER BY round, idx", params).fetchall()
 
 
-def done_runs(ws: Workspace, search_id: str, before_round: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Finished exploration runs (verification runs are the final's, not evidence for the search)."""
-    rows = finished_rows(ws, search_id, "run_id, weights, score", ("explore",), before_round)
+def done_runs(ws: Workspace, search_id: str, before_round: int | None = None,
+              purposes: tuple[str, ...] = ("explore",)) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Finished exploration runs (verification runs are the final's, not evidence for the search);
+    `purposes` picks others (scaling mode's larger-scale runs)."""
+    rows = finished_rows(ws, search_id, "run_id, weights, score", purposes, before_round)
     if not rows:
         return np.zeros((0, 0)), np.zeros(0), []
     return np.array([r[1] for r in rows], dtype=np.float64), np.array([r[2] for r in rows], dtype=np.float64), [r[0] for r in rows]

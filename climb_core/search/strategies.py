@@ -186,6 +186,11 @@ class Strategy:
         prop = propose(choice.fit, X, y, self.cons, pool, n, self.rng(rnd, 1), s.acquisition, s.min_distance)
         return Round(prop.weights, prop.predicted, prop.predicted_sd, _choice_report(choice, len(y), prop.how, len(self.prior)))
 
+    def _top_k_mean(self, fit, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The mean of the k pool mixtures `fit` predicts best (projected), and their indices."""
+        top = np.argsort(-fit.predict(pool), kind="stable")[:k]
+        return self.cons.project(pool[top].mean(axis=0)), top
+
     def final(self, X: np.ndarray, y: np.ndarray, final_round: int) -> Final:
         """The mixture this strategy answers with, before verification."""
         best = X[int(np.argmax(y))]
@@ -195,9 +200,7 @@ class Strategy:
         pool = self.pool(final_round, s.n_pool_samples)
         if self.name == "regmix":
             model = fit("lightgbm", X, y, self.config.predictor)
-            pred = model.predict(pool)
-            top = np.argsort(-pred, kind="stable")[: s.regmix_top_k]
-            w = self.cons.project(pool[top].mean(axis=0))
+            w, top = self._top_k_mean(model, pool, s.regmix_top_k)
             return Final(w, float(model.predict(w[None, :])[0]), None,
                          f"mean of the top {len(top)} of {len(pool)} mixtures predicted by LightGBM (RegMix)")
         choice = choose(s.predictor, X, y, self.config.predictor, probe=pool[:PROBE], final=True)
@@ -205,9 +208,7 @@ class Strategy:
             report = _choice_report(choice, len(y), "no usable predictor: the best trained run", len(self.prior))
             return Final(best, None, None, "best trained run (no usable predictor)", report)
         if s.final_top_k > 1:
-            pred = choice.fit.predict(pool)
-            top = np.argsort(-pred, kind="stable")[: s.final_top_k]
-            w = self.cons.project(pool[top].mean(axis=0))
+            w, top = self._top_k_mean(choice.fit, pool, s.final_top_k)
             how = f"mean of the top {len(top)} of {len(pool)} mixtures predicted by the {choice.name} predictor"
         else:
             w = best_mixture(choice.fit, X, y, self.cons, pool, self.rng(final_round, 1), risk=s.final_risk)
